@@ -1,0 +1,115 @@
+"""Pure loss functions of OEU and its baselines, computed from ``log_softmax``.
+
+Every function takes logits of shape ``(N, K)`` and works in float32 whatever
+the input dtype, so that bf16 logits and extreme values (±1e4) stay finite.
+
+References:
+  Forget by Uncertainty: Orthogonal Entropy Unlearning for Quantized Neural
+  Networks, arXiv:2602.00567 (ICML 2026).
+"""
+
+import math
+
+import jax
+import jax.numpy as jnp
+
+
+def _check_logits(logits: jax.Array) -> None:
+  if logits.ndim != 2 or logits.shape[-1] < 2:
+    raise ValueError(
+        f"logits must have shape (batch, num_classes>=2), got {logits.shape}")
+
+
+def _check_labels(logits: jax.Array, labels: jax.Array) -> None:
+  _check_logits(logits)
+  if labels.shape != logits.shape[:1]:
+    raise ValueError(
+        f"labels must have shape {logits.shape[:1]} to match logits "
+        f"{logits.shape}, got {labels.shape}")
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+  """Per-example cross-entropy ``-log p_y``.
+
+  Args:
+    logits: ``(N, K)`` logits.
+    labels: ``(N,)`` integer class ids.
+
+  Returns:
+    ``(N,)`` float32 losses.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> float(cross_entropy(jnp.zeros((1, 4)), jnp.array([2])))  # log 4
+    1.386...
+  """
+  _check_labels(logits, labels)
+  logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+  return -jnp.take_along_axis(logp, labels[:, None].astype(jnp.int32), axis=-1)[:, 0]
+
+
+def soft_cross_entropy(logits: jax.Array, targets: jax.Array) -> jax.Array:
+  """Per-example cross-entropy against a target distribution ``(N, K)``."""
+  _check_logits(logits)
+  logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+  return -jnp.sum(targets.astype(jnp.float32) * logp, axis=-1)
+
+
+def mean_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+  """Mean cross-entropy over the batch (the retain loss L_r)."""
+  return jnp.mean(cross_entropy(logits, labels))
+
+
+def entropy(logits: jax.Array) -> jax.Array:
+  """Per-example prediction entropy ``H(p) = -sum_k p_k log p_k`` in nats.
+
+  Computed as ``-sum softmax * log_softmax``: no ``log(0)``, finite for any
+  finite logits (``p_k = 0`` terms give ``0 * finite``).
+
+  Args:
+    logits: ``(N, K)`` logits.
+
+  Returns:
+    ``(N,)`` float32 entropies in ``[0, log K]``.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> float(entropy(jnp.zeros((1, 4))))  # uniform: log 4
+    1.386...
+  """
+  _check_logits(logits)
+  logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+  return -jnp.sum(jnp.exp(logp) * logp, axis=-1)
+
+
+def forget_loss(logits: jax.Array, *, normalize: bool = False) -> jax.Array:
+  """The OEU forget objective ``L_f = -mean_x H(p(x))`` (to be minimized).
+
+  Minimizing it maximizes prediction entropy on the forget batch, so that
+  forgotten examples become uncertain rather than confidently mislabelled.
+
+  Args:
+    logits: ``(N, K)`` logits of a forget batch.
+    normalize: divide by ``log K`` so the loss lies in ``[-1, 0]``; it then
+      equals ``KL(p || uniform) / log K - 1`` (an option left open by the
+      paper; default False).
+
+  Returns:
+    Scalar float32 loss.
+
+  References:
+    arXiv:2602.00567, §2 of METHOD.md.
+  """
+  h = jnp.mean(entropy(logits))
+  if normalize:
+    h = h / math.log(logits.shape[-1])
+  return -h
+
+
+def kl_divergence(student_logits: jax.Array,
+                  teacher_logits: jax.Array) -> jax.Array:
+  """Per-example ``KL(p_teacher || p_student)`` (SCRUB's distillation term)."""
+  _check_logits(student_logits)
+  logq = jax.nn.log_softmax(student_logits.astype(jnp.float32), axis=-1)
+  logp = jax.nn.log_softmax(teacher_logits.astype(jnp.float32), axis=-1)
+  return jnp.sum(jnp.exp(logp) * (logp - logq), axis=-1)

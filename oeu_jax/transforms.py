@@ -1,0 +1,242 @@
+"""OEU's orthogonal projection as composable optax transforms.
+
+The forget gradient arrives as ``updates``; the retain gradient arrives as the
+keyword-only extra argument ``reference``. Because both transforms are
+``optax.GradientTransformationExtraArgs``, ``optax.chain`` forwards
+``reference`` to them and to nothing else, so the OEU direction is::
+
+    tx = optax.chain(project_orthogonal(), add_reference(1.0),
+                     optax.sgd(0.01, momentum=0.9))
+    updates, state = tx.update(g_forget, state, params, reference=g_retain)
+
+and works the same in front of ``optax.adam``, ``optax.adamw`` or any other
+optimizer. ``optax.scale(alpha)`` between the two gives ``alpha * g_f_perp +
+beta * g_r``.
+
+References:
+  Forget by Uncertainty: Orthogonal Entropy Unlearning for Quantized Neural
+  Networks, arXiv:2602.00567 (ICML 2026).
+  Yu et al., Gradient Surgery for Multi-Task Learning (PCGrad),
+  arXiv:2001.06782 (the ``mode="conflict"`` variant).
+"""
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+SCOPES = ("global", "per_leaf")
+MODES = ("always", "conflict")
+
+
+def _check_reference(updates: Any, reference: Any, name: str) -> None:
+  if reference is None:
+    raise ValueError(
+        f"{name} needs the retain gradient: call "
+        "update(g_forget, state, params, reference=g_retain)")
+  if jax.tree.structure(updates) != jax.tree.structure(reference):
+    raise ValueError(
+        f"{name}: reference pytree structure {jax.tree.structure(reference)} "
+        f"differs from updates {jax.tree.structure(updates)}")
+  for u, r in zip(jax.tree.leaves(updates), jax.tree.leaves(reference)):
+    if jnp.shape(u) != jnp.shape(r):
+      raise ValueError(
+          f"{name}: reference leaf shape {jnp.shape(r)} differs from "
+          f"update leaf shape {jnp.shape(u)}")
+
+
+def _vdot(a: jax.Array, b: jax.Array) -> jax.Array:
+  return jnp.sum(a.astype(jnp.float32) * b.astype(jnp.float32))
+
+
+def _coefficient(dot: jax.Array, norm_sq: jax.Array, mode: str,
+                 eps: float) -> jax.Array:
+  # Guarded division: a zero (or non-finite-norm) reference gives 0, never NaN.
+  safe = norm_sq > 0
+  coeff = jnp.where(safe, dot / jnp.where(safe, norm_sq + eps, 1.0), 0.0)
+  if mode == "conflict":
+    coeff = jnp.where(dot < 0, coeff, 0.0)
+  return coeff
+
+
+def _validate(scope: str, mode: str, eps: float) -> None:
+  if scope not in SCOPES:
+    raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
+  if mode not in MODES:
+    raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+  if not eps >= 0:
+    raise ValueError(f"eps must be >= 0, got {eps}")
+
+
+def project_pytree(g: Any, r: Any, *, scope: str = "global",
+                   mode: str = "always", eps: float = 1e-12) -> Any:
+  """Projects pytree ``g`` onto the orthogonal complement of pytree ``r``.
+
+  ``g_perp = g - (<g, r> / (||r||^2 + eps)) r``. Inner products are taken in
+  float32; each leaf is cast back to its own dtype.
+
+  Args:
+    g: pytree of arrays (the forget gradient).
+    r: pytree of the same structure and shapes (the retain gradient).
+    scope: ``"global"``: one inner product over the whole pytree (the
+      first-order guarantee on ``L_r``); ``"per_leaf"``: each array projected
+      against its own reference leaf.
+    mode: ``"always"``, or ``"conflict"``: project only where ``<g, r> < 0``.
+    eps: added to ``||r||^2``; a zero reference returns ``g`` unchanged.
+
+  Returns:
+    A pytree like ``g``.
+  """
+  _validate(scope, mode, eps)
+
+  def apply(gl, rl, coeff):
+    out = gl.astype(jnp.float32) - coeff * rl.astype(jnp.float32)
+    return out.astype(gl.dtype)
+
+  if scope == "per_leaf":
+    def leaf(gl, rl):
+      return apply(gl, rl, _coefficient(_vdot(gl, rl), _vdot(rl, rl), mode,
+                                        eps))
+    return jax.tree.map(leaf, g, r)
+
+  dot = sum((_vdot(a, b) for a, b in zip(jax.tree.leaves(g),
+                                        jax.tree.leaves(r))),
+            jnp.float32(0.0))
+  norm_sq = sum((_vdot(b, b) for b in jax.tree.leaves(r)), jnp.float32(0.0))
+  coeff = _coefficient(dot, norm_sq, mode, eps)
+  return jax.tree.map(lambda gl, rl: apply(gl, rl, coeff), g, r)
+
+
+def project_orthogonal(
+    *, scope: str = "global", mode: str = "always", eps: float = 1e-12
+) -> optax.GradientTransformationExtraArgs:
+  """Projects updates onto the orthogonal complement of ``reference``.
+
+  ``update(updates, state, params=None, *, reference, **extra)`` returns
+
+      g_f_perp = g_f - (<g_f, r> / (||r||^2 + eps)) r,    r = reference,
+
+  so that ``<g_f_perp, r> = 0`` (up to eps): to first order, a step along
+  ``-g_f_perp`` leaves the retain loss unchanged while still decreasing the
+  forget loss by ``eta * ||g_f_perp||^2``.
+
+  Note: only the direction handed to the *next* transform is orthogonal.
+  Momentum, Adam's preconditioning or weight decay after it make the step
+  actually applied non-orthogonal to the current retain gradient.
+
+  Args:
+    scope: ``"global"`` (default; whole pytree) or ``"per_leaf"``.
+    mode: ``"always"`` (default) or ``"conflict"`` (PCGrad-style: project
+      only when ``<g_f, r> < 0``).
+    eps: guards ``||r|| = 0``; then updates pass through unchanged.
+
+  Returns:
+    An ``optax.GradientTransformationExtraArgs`` with ``optax.EmptyState``.
+
+  Raises:
+    ValueError: bad scope/mode/eps, or ``reference`` missing or of another
+      structure or shape than ``updates``.
+
+  Examples:
+    >>> import jax.numpy as jnp, optax
+    >>> tx = project_orthogonal()
+    >>> out, _ = tx.update(jnp.array([1., 2.]), tx.init(None),
+    ...                    reference=jnp.array([3., 4.]))
+    >>> [round(float(v), 4) for v in out]
+    [-0.32, 0.24]
+
+  References:
+    arXiv:2602.00567 (OEU).
+  """
+  _validate(scope, mode, eps)
+
+  def init_fn(params):
+    del params
+    return optax.EmptyState()
+
+  def update_fn(updates, state, params=None, *, reference=None, **extra):
+    del params, extra
+    _check_reference(updates, reference, "project_orthogonal")
+    return project_pytree(updates, reference, scope=scope, mode=mode,
+                          eps=eps), state
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def add_reference(weight: float = 1.0) -> optax.GradientTransformationExtraArgs:
+  """Adds ``weight * reference`` to the updates: ``d = g + weight * r``.
+
+  After :func:`project_orthogonal` this adds the retain gradient back
+  (``beta`` in METHOD.md §2), so the step also descends the retain loss.
+
+  Args:
+    weight: the coefficient ``beta`` of the reference.
+
+  Returns:
+    An ``optax.GradientTransformationExtraArgs`` with ``optax.EmptyState``.
+
+  Raises:
+    ValueError: if ``reference`` is missing or mismatched.
+  """
+
+  def init_fn(params):
+    del params
+    return optax.EmptyState()
+
+  def update_fn(updates, state, params=None, *, reference=None, **extra):
+    del params, extra
+    _check_reference(updates, reference, "add_reference")
+    out = jax.tree.map(
+        lambda u, r: (u.astype(jnp.float32)
+                      + weight * r.astype(jnp.float32)).astype(u.dtype),
+        updates, reference)
+    return out, state
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def oeu_direction(*, alpha: float = 1.0, beta: float = 1.0,
+                  scope: str = "global", mode: str = "always",
+                  eps: float = 1e-12,
+                  project: bool = True) -> optax.GradientTransformationExtraArgs:
+  """``alpha * g_f_perp + beta * g_r`` as one chain (without the optimizer).
+
+  Args:
+    alpha: weight of the (projected) forget gradient.
+    beta: weight of the retain gradient.
+    scope: see :func:`project_orthogonal`.
+    mode: see :func:`project_orthogonal`.
+    eps: see :func:`project_orthogonal`.
+    project: False drops the projection (the ``oeu_no_proj`` ablation).
+
+  Returns:
+    An ``optax.GradientTransformationExtraArgs`` to put in front of an
+    optimizer with ``optax.chain``.
+  """
+  parts = []
+  if project:
+    parts.append(project_orthogonal(scope=scope, mode=mode, eps=eps))
+  if alpha != 1.0:
+    parts.append(optax.scale(alpha))
+  parts.append(add_reference(beta))
+  return optax.chain(*parts)
+
+
+def cosine(a: Any, b: Any) -> jax.Array:
+  """Cosine similarity of two pytrees (0 when either is zero)."""
+  dot = sum((_vdot(x, y) for x, y in zip(jax.tree.leaves(a),
+                                        jax.tree.leaves(b))), jnp.float32(0))
+  na = sum((_vdot(x, x) for x in jax.tree.leaves(a)), jnp.float32(0))
+  nb = sum((_vdot(y, y) for y in jax.tree.leaves(b)), jnp.float32(0))
+  den = jnp.sqrt(na * nb)
+  return jnp.where(den > 0, dot / jnp.where(den > 0, den, 1.0), 0.0)
+
+
+def tree_is_finite(tree: Any) -> jax.Array:
+  """True when every leaf of ``tree`` is finite (a scalar bool array)."""
+  leaves = jax.tree.leaves(tree)
+  if not leaves:
+    return jnp.array(True)
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
+

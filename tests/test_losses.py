@@ -1,0 +1,102 @@
+"""Losses against hand formulas and numerical gradients."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.test_util import check_grads
+
+from oeu_jax import losses
+
+
+def _np_softmax(z):
+  z = np.asarray(z, np.float64)
+  e = np.exp(z - z.max(-1, keepdims=True))
+  return e / e.sum(-1, keepdims=True)
+
+
+def test_cross_entropy_matches_numpy():
+  rng = np.random.default_rng(0)
+  logits = rng.normal(size=(5, 7)).astype(np.float32)
+  labels = rng.integers(0, 7, 5)
+  want = -np.log(_np_softmax(logits)[np.arange(5), labels])
+  np.testing.assert_allclose(losses.cross_entropy(logits, labels), want,
+                             rtol=1e-5)
+  np.testing.assert_allclose(losses.mean_cross_entropy(logits, labels),
+                             want.mean(), rtol=1e-5)
+
+
+def test_entropy_matches_numpy_and_bounds():
+  rng = np.random.default_rng(1)
+  logits = rng.normal(size=(6, 10)).astype(np.float32) * 3
+  p = _np_softmax(logits)
+  want = -(p * np.log(p)).sum(-1)
+  np.testing.assert_allclose(losses.entropy(logits), want, rtol=1e-5)
+  assert float(losses.entropy(jnp.zeros((1, 10)))[0]) == pytest.approx(
+      math.log(10), rel=1e-6)
+
+
+def test_forget_loss_is_negative_mean_entropy_and_normalized():
+  logits = jnp.array([[0., 0., 0., 0.], [10., 0., 0., 0.]])
+  h = np.asarray(losses.entropy(logits))
+  assert float(losses.forget_loss(logits)) == pytest.approx(-h.mean(), 1e-6)
+  assert float(losses.forget_loss(logits, normalize=True)) == pytest.approx(
+      -h.mean() / math.log(4), 1e-6)
+  # Normalized loss equals KL(p||u)/log K - 1.
+  p = _np_softmax(np.asarray(logits))
+  kl = (p * np.log(p * 4)).sum(-1).mean()
+  assert float(losses.forget_loss(logits, normalize=True)) == pytest.approx(
+      kl / math.log(4) - 1, abs=1e-6)
+
+
+@pytest.mark.parametrize("scale", [1e4, -1e4])
+def test_extreme_logits_are_finite(scale):
+  logits = jnp.array([[scale, 0., -scale], [0., 0., scale]])
+  labels = jnp.array([2, 0])
+  for value in (losses.entropy(logits), losses.cross_entropy(logits, labels),
+                jax.grad(lambda z: losses.forget_loss(z))(logits),
+                jax.grad(lambda z: losses.mean_cross_entropy(z, labels))(
+                    logits)):
+    assert np.all(np.isfinite(np.asarray(value)))
+
+
+def test_bf16_logits():
+  logits = jnp.array([[1., 2., 3.]], jnp.bfloat16)
+  assert losses.entropy(logits).dtype == jnp.float32
+  np.testing.assert_allclose(losses.entropy(logits),
+                             losses.entropy(logits.astype(jnp.float32)),
+                             rtol=1e-6)
+
+
+def test_check_grads():
+  rng = np.random.default_rng(2)
+  logits = jnp.asarray(rng.normal(size=(3, 5)), jnp.float32)
+  labels = jnp.array([0, 3, 4])
+  check_grads(lambda z: losses.forget_loss(z), (logits,), order=2,
+              modes=("rev",), atol=1e-2, rtol=1e-2)
+  check_grads(lambda z: losses.mean_cross_entropy(z, labels), (logits,),
+              order=2, modes=("rev",), atol=1e-2, rtol=1e-2)
+
+
+def test_entropy_gradient_points_towards_uniform():
+  logits = jnp.array([[3., 0., -1.]])
+  g = jax.grad(losses.forget_loss)(logits)
+  after = logits - 0.1 * g
+  assert float(losses.entropy(after)[0]) > float(losses.entropy(logits)[0])
+
+
+def test_kl_divergence_matches_numpy():
+  rng = np.random.default_rng(3)
+  s, t = rng.normal(size=(2, 4, 6)).astype(np.float32)
+  p, q = _np_softmax(t), _np_softmax(s)
+  np.testing.assert_allclose(losses.kl_divergence(s, t),
+                             (p * np.log(p / q)).sum(-1), rtol=1e-4, atol=1e-6)
+
+
+def test_bad_shapes():
+  with pytest.raises(ValueError, match="labels must have shape"):
+    losses.cross_entropy(jnp.zeros((3, 4)), jnp.zeros((2,), jnp.int32))
+  with pytest.raises(ValueError, match="logits must have shape"):
+    losses.entropy(jnp.zeros((4,)))
