@@ -1,0 +1,54 @@
+"""Evaluation of one model on one split: the metrics record of METHOD.md §5.
+
+Runs the quantized forward pass (eval mode) over the training and test sets,
+then hands logits to the pure functions of :mod:`oeu_jax.metrics`.
+"""
+
+from typing import Any, Optional
+
+import numpy as np
+
+from oeu_jax import data as data_lib
+from oeu_jax import metrics, train
+
+
+def evaluate(model, params: Any, batch_stats: Any, dataset: data_lib.Dataset,
+             split: data_lib.Split, *, forget_class: Optional[int] = None,
+             batch_size: int = 512) -> dict:
+  """UA, RA, TA, MIA-efficacy and the forgetting diagnostics of one model.
+
+  Args:
+    model: the Flax module.
+    params: parameters to evaluate.
+    batch_stats: BatchNorm statistics (``{}`` when none).
+    dataset: the dataset.
+    split: the forget/retain split of its training set.
+    forget_class: the forgotten class in class-wise forgetting (TA is then on
+      the remaining classes and ``forget_class_ta`` is added).
+    batch_size: evaluation batch size.
+
+  Returns:
+    A dict of metrics (percent where METHOD.md says %), plus the
+    predicted-class histogram on D_f.
+  """
+  train_logits = train.predict(model, params, batch_stats, dataset.train_x,
+                               batch_size=batch_size)
+  test_logits = train.predict(model, params, batch_stats, dataset.test_x,
+                              batch_size=batch_size)
+  shadow = data_lib.mia_shadow_indices(split, len(dataset.test_y))
+  y = dataset.train_y
+  return metrics.unlearning_metrics(
+      forget_logits=train_logits[split.forget_idx],
+      forget_labels=y[split.forget_idx],
+      retain_logits=train_logits[split.retain_idx],
+      retain_labels=y[split.retain_idx],
+      test_logits=test_logits, test_labels=dataset.test_y,
+      shadow_member_logits=train_logits[shadow],
+      shadow_member_labels=y[shadow],
+      forget_class=forget_class)
+
+
+def forget_entropies(model, params, batch_stats, x: np.ndarray) -> np.ndarray:
+  """Per-example normalized prediction entropy (for the histogram plots)."""
+  return metrics.normalized_entropy(train.predict(model, params, batch_stats,
+                                                  x))

@@ -1,0 +1,443 @@
+"""Unlearning metrics on logits and labels (SalUn convention).
+
+Every function here is pure: it takes logits of shape ``(N, K)`` and integer
+labels of shape ``(N,)`` (NumPy or JAX arrays) and returns Python floats,
+NumPy arrays or plain dicts. Nothing here runs a model; the caller evaluates
+the (quantized) network and passes its logits in. Computations run on the host
+in float64.
+
+Metrics (all in %, as in SalUn and Q-MUL, unless a docstring says otherwise):
+
+* UA = 100 - accuracy on D_f; RA = accuracy on D_r; TA = accuracy on D_t
+  (class-wise forgetting: on the remaining classes, and the forgotten class's
+  test accuracy reported beside it).
+* MIA-efficacy: an RBF SVC fitted on shadow members (the first |D_t| examples
+  of D_r) against shadow non-members (D_t), then 100 x (1 - mean prediction)
+  on D_f. Higher means more forgotten.
+* Avg. gap: mean absolute difference to Retrain over {UA, RA, TA, MIA}.
+* Forgetting-by-uncertainty diagnostics on D_f: mean normalized entropy,
+  confident-misprediction rate, entropy of the predicted-class histogram.
+
+References:
+  Fan et al., "SalUn: Empowering Machine Unlearning via Gradient-based Weight
+  Saliency in Both Image Classification and Generation", ICLR 2024.
+  https://arxiv.org/abs/2310.12508
+  "Forget by Uncertainty: Orthogonal Entropy Unlearning for Quantized Neural
+  Networks", ICML 2026. https://arxiv.org/abs/2602.00567
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from sklearn import svm
+
+MIA_FEATURES = ("confidence", "entropy", "correctness")
+GAP_KEYS = ("ua", "ra", "ta", "mia_efficacy")
+CONFIDENT_THRESHOLD = 0.9
+
+
+def _as_logits_labels(
+    logits: Any, labels: Any, name: str = "logits", *, allow_empty: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+  """Validates and converts a (logits, labels) pair to float64 / int64."""
+  logits = np.asarray(logits, dtype=np.float64)
+  labels = np.asarray(labels)
+  if logits.ndim != 2:
+    raise ValueError(
+        f"{name} must have shape (N, K), got shape {logits.shape}."
+    )
+  if labels.ndim != 1 or labels.shape[0] != logits.shape[0]:
+    raise ValueError(
+        f"labels for {name} must have shape ({logits.shape[0]},), got shape"
+        f" {labels.shape}."
+    )
+  if logits.shape[1] < 2:
+    raise ValueError(f"{name} needs at least 2 classes, got {logits.shape[1]}.")
+  if not allow_empty and logits.shape[0] == 0:
+    raise ValueError(f"{name} is empty: a metric needs at least one example.")
+  if labels.size and not np.issubdtype(labels.dtype, np.integer):
+    raise ValueError(
+        f"labels for {name} must be integers, got dtype {labels.dtype}."
+    )
+  labels = labels.astype(np.int64)
+  if labels.size and (labels.min() < 0 or labels.max() >= logits.shape[1]):
+    raise ValueError(
+        f"labels for {name} must lie in [0, {logits.shape[1]}), got range"
+        f" [{labels.min()}, {labels.max()}]."
+    )
+  return logits, labels
+
+
+def _log_softmax(logits: np.ndarray) -> np.ndarray:
+  """Numerically stable log-softmax over the last axis (float64)."""
+  shifted = logits - np.max(logits, axis=-1, keepdims=True)
+  return shifted - np.log(np.sum(np.exp(shifted), axis=-1, keepdims=True))
+
+
+def _entropy_from_log_probs(log_probs: np.ndarray) -> np.ndarray:
+  """Shannon entropy in nats, with 0 log 0 = 0 (also for -inf logits)."""
+  probs = np.exp(log_probs)
+  terms = np.where(probs > 0, probs * np.where(probs > 0, log_probs, 0.0), 0.0)
+  return -np.sum(terms, axis=-1)
+
+
+def accuracy(logits: Any, labels: Any) -> float:
+  """Top-1 accuracy in percent.
+
+  Args:
+    logits: Array of shape ``(N, K)``.
+    labels: Integer array of shape ``(N,)`` with values in ``[0, K)``.
+
+  Returns:
+    ``100 * mean(argmax(logits) == labels)`` as a Python float.
+
+  Raises:
+    ValueError: If the shapes disagree, the labels are out of range, or
+      ``N == 0``.
+
+  Examples:
+    >>> accuracy([[2.0, 0.0], [0.0, 1.0], [3.0, 1.0], [1.0, 0.0]], [0, 1, 1, 0])
+    75.0
+  """
+  logits, labels = _as_logits_labels(logits, labels)
+  return float(100.0 * np.mean(np.argmax(logits, axis=-1) == labels))
+
+
+def normalized_entropy(logits: Any) -> np.ndarray:
+  """Per-example prediction entropy divided by ``log K``.
+
+  Computed from a shifted log-softmax, so it stays finite and exact for large
+  logits (e.g. ``+-1e4``) and for ``-inf`` logits (masked classes).
+
+  Args:
+    logits: Array of shape ``(N, K)`` with ``K >= 2``.
+
+  Returns:
+    Float64 array of shape ``(N,)`` with values in ``[0, 1]``: 1 for a uniform
+    prediction, 0 for a one-hot one.
+
+  Raises:
+    ValueError: If ``logits`` is not 2-D or has fewer than 2 classes.
+
+  Examples:
+    >>> normalized_entropy([[0.0, 0.0, 0.0, 0.0], [1e4, -1e4, 0.0, 0.0]])
+    array([1., 0.])
+  """
+  logits = np.asarray(logits, dtype=np.float64)
+  if logits.ndim != 2 or logits.shape[1] < 2:
+    raise ValueError(
+        f"logits must have shape (N, K) with K >= 2, got {logits.shape}."
+    )
+  entropy = _entropy_from_log_probs(_log_softmax(logits))
+  # Rounding can give -0.0 or 1 + 1e-16; "+ 0.0" turns -0.0 into 0.0.
+  return np.clip(entropy / np.log(logits.shape[1]), 0.0, 1.0) + 0.0
+
+
+def _mia_features(logits: np.ndarray, labels: np.ndarray, feature: str):
+  """SalUn's per-example MIA features, shape (N, 1)."""
+  log_probs = _log_softmax(logits)
+  if feature == "confidence":
+    true_log_probs = np.take_along_axis(log_probs, labels[:, None], axis=-1)
+    values = np.exp(true_log_probs[:, 0])
+  elif feature == "entropy":
+    values = _entropy_from_log_probs(log_probs)  # Unnormalized, as in SalUn.
+  else:  # correctness
+    values = (np.argmax(logits, axis=-1) == labels).astype(np.float64)
+  return values[:, None]
+
+
+def mia_efficacy(
+    member_logits: Any,
+    member_labels: Any,
+    nonmember_logits: Any,
+    nonmember_labels: Any,
+    target_logits: Any,
+    target_labels: Any,
+    *,
+    feature: str = "confidence",
+    seed: int = 0,
+) -> float:
+  """SVC membership-inference efficacy on a target set, in percent (SalUn).
+
+  Fits ``sklearn.svm.SVC(C=3, gamma="auto", kernel="rbf")`` on one scalar
+  feature per example, members labelled 1 and non-members 0, and returns
+  ``100 * (1 - mean prediction on the target set)``: the share of the target
+  set the attacker calls non-members. The sets are used as given: in the
+  SalUn protocol the caller passes the first |D_t| examples of D_r as members,
+  D_t as non-members and D_f as the target.
+
+  Features (SalUn's ``SVC_MIA``):
+
+  * ``"confidence"``: softmax probability of the true class (the default and
+    the number papers report);
+  * ``"entropy"``: Shannon entropy of the softmax in nats (not normalized);
+  * ``"correctness"``: 1 if the prediction is right, else 0.
+
+  Args:
+    member_logits: Shadow-member logits ``(N_m, K)``.
+    member_labels: Their labels ``(N_m,)``.
+    nonmember_logits: Shadow non-member logits ``(N_n, K)``.
+    nonmember_labels: Their labels ``(N_n,)``.
+    target_logits: Logits of the set under attack ``(N_t, K)``, usually D_f.
+    target_labels: Their labels ``(N_t,)``.
+    feature: One of ``MIA_FEATURES``.
+    seed: Passed to the SVC as ``random_state``. An SVC without probability
+      estimates is deterministic, so this only pins the API.
+
+  Returns:
+    MIA-efficacy in ``[0, 100]``; higher means the target set looks less like
+    training data (more forgotten).
+
+  Raises:
+    ValueError: For an unknown ``feature`` (the message lists the valid ones),
+      an empty set, or malformed logits/labels.
+
+  References:
+    Fan et al., SalUn, ICLR 2024, https://arxiv.org/abs/2310.12508 (code:
+    ``evaluation/SVC_MIA.py``).
+  """
+  if feature not in MIA_FEATURES:
+    raise ValueError(
+        f"Unknown MIA feature {feature!r}; valid features: {MIA_FEATURES}."
+    )
+  sets = {
+      "member_logits": (member_logits, member_labels),
+      "nonmember_logits": (nonmember_logits, nonmember_labels),
+      "target_logits": (target_logits, target_labels),
+  }
+  feats = {}
+  num_classes = None
+  for name, (logits, labels) in sets.items():
+    logits, labels = _as_logits_labels(logits, labels, name)
+    if num_classes is not None and logits.shape[1] != num_classes:
+      raise ValueError(
+          f"{name} has {logits.shape[1]} classes, expected {num_classes}."
+      )
+    num_classes = logits.shape[1]
+    feats[name] = _mia_features(logits, labels, feature)
+  x_shadow = np.concatenate([feats["member_logits"], feats["nonmember_logits"]])
+  y_shadow = np.concatenate([
+      np.ones(len(feats["member_logits"])),
+      np.zeros(len(feats["nonmember_logits"])),
+  ])
+  clf = svm.SVC(C=3, gamma="auto", kernel="rbf", random_state=seed)
+  clf.fit(x_shadow, y_shadow)
+  return float(100.0 * (1.0 - np.mean(clf.predict(feats["target_logits"]))))
+
+
+def forgetting_diagnostics(forget_logits: Any, forget_labels: Any) -> dict:
+  """Forgetting-by-uncertainty diagnostics on the forget set.
+
+  Args:
+    forget_logits: Logits on D_f, shape ``(N, K)``.
+    forget_labels: True labels of D_f, shape ``(N,)``.
+
+  Returns:
+    A dict with
+
+    * ``forget_entropy``: mean of ``H(p) / log K`` over D_f, a **fraction in
+      [0, 1]** (not a percentage); 1 means uniform predictions.
+    * ``confident_wrong``: percentage of D_f predicted wrongly with maximum
+      softmax probability ``>= 0.9`` (confident mispredictions).
+    * ``pred_hist_entropy``: entropy of the histogram of predicted classes on
+      D_f divided by ``log K``, a fraction in [0, 1]; near 0 when predictions
+      collapse onto one class.
+    * ``pred_hist``: list of ``K`` ints, the number of D_f examples predicted
+      as each class.
+
+  Raises:
+    ValueError: If D_f is empty or the inputs are malformed.
+
+  Examples:
+    >>> d = forgetting_diagnostics([[5.0, 0.0], [5.0, 0.0]], [1, 0])
+    >>> d["confident_wrong"], d["pred_hist"], d["pred_hist_entropy"]
+    (50.0, [2, 0], 0.0)
+  """
+  logits, labels = _as_logits_labels(
+      forget_logits, forget_labels, "forget_logits"
+  )
+  num_classes = logits.shape[1]
+  log_probs = _log_softmax(logits)
+  entropy = _entropy_from_log_probs(log_probs) / np.log(num_classes)
+  preds = np.argmax(logits, axis=-1)
+  max_prob = np.exp(np.max(log_probs, axis=-1))
+  confident_wrong = (preds != labels) & (max_prob >= CONFIDENT_THRESHOLD)
+  hist = np.bincount(preds, minlength=num_classes)
+  freqs = hist / hist.sum()
+  nz = freqs[freqs > 0]
+  hist_entropy = -np.sum(nz * np.log(nz)) / np.log(num_classes)
+  # "+ 0.0" turns a -0.0 from rounding into 0.0.
+  return {
+      "forget_entropy": float(np.clip(np.mean(entropy), 0.0, 1.0) + 0.0),
+      "confident_wrong": float(100.0 * np.mean(confident_wrong)),
+      "pred_hist_entropy": float(np.clip(hist_entropy, 0.0, 1.0) + 0.0),
+      "pred_hist": [int(c) for c in hist],
+  }
+
+
+def unlearning_metrics(
+    *,
+    forget_logits: Any,
+    forget_labels: Any,
+    retain_logits: Any,
+    retain_labels: Any,
+    test_logits: Any,
+    test_labels: Any,
+    shadow_member_logits: Any,
+    shadow_member_labels: Any,
+    forget_class: int | None = None,
+    mia_feature: str = "confidence",
+) -> dict:
+  """All metrics of one unlearned model (one record of a results table).
+
+  Args:
+    forget_logits: Logits on D_f.
+    forget_labels: Labels of D_f.
+    retain_logits: Logits on D_r.
+    retain_labels: Labels of D_r.
+    test_logits: Logits on D_t (all classes).
+    test_labels: Labels of D_t.
+    shadow_member_logits: Logits on the MIA shadow members (the first |D_t|
+      examples of D_r, chosen by the caller).
+    shadow_member_labels: Their labels.
+    forget_class: For class-wise forgetting, the forgotten class: then ``ta``
+      is the test accuracy on the other classes and ``forget_class_ta`` the
+      test accuracy on the forgotten class. ``None`` for random forgetting.
+    mia_feature: MIA feature, one of ``MIA_FEATURES``.
+
+  Returns:
+    A dict with ``ua``, ``ra``, ``ta``, ``mia_efficacy`` (all %), the keys of
+    ``forgetting_diagnostics``, and ``forget_class_ta`` (%) when
+    ``forget_class`` is given. The MIA non-members are the whole test set
+    (METHOD.md section 5), also in the class-wise scenario.
+
+  Raises:
+    ValueError: For empty or malformed sets, or a ``forget_class`` out of
+      range or absent from the test set.
+  """
+  ua = 100.0 - accuracy(forget_logits, forget_labels)
+  ra = accuracy(retain_logits, retain_labels)
+  test_logits_np, test_labels_np = _as_logits_labels(
+      test_logits, test_labels, "test_logits"
+  )
+  record = {"ua": ua, "ra": ra}
+  if forget_class is None:
+    record["ta"] = accuracy(test_logits_np, test_labels_np)
+  else:
+    if not 0 <= forget_class < test_logits_np.shape[1]:
+      raise ValueError(
+          f"forget_class={forget_class} is out of range for"
+          f" {test_logits_np.shape[1]} classes."
+      )
+    in_class = test_labels_np == forget_class
+    if not in_class.any():
+      raise ValueError(f"The test set has no example of class {forget_class}.")
+    rest = ~in_class
+    record["ta"] = accuracy(test_logits_np[rest], test_labels_np[rest])
+    record["forget_class_ta"] = accuracy(
+        test_logits_np[in_class], test_labels_np[in_class]
+    )
+  record["mia_efficacy"] = mia_efficacy(
+      shadow_member_logits,
+      shadow_member_labels,
+      test_logits_np,
+      test_labels_np,
+      forget_logits,
+      forget_labels,
+      feature=mia_feature,
+  )
+  record.update(forgetting_diagnostics(forget_logits, forget_labels))
+  return record
+
+
+def avg_gap(
+    record: Mapping[str, float],
+    retrain_record: Mapping[str, float],
+    keys: Sequence[str] = GAP_KEYS,
+) -> float:
+  """Mean absolute gap to Retrain: the headline number, lower is better.
+
+  Args:
+    record: Metrics of a method (e.g. from ``unlearning_metrics``).
+    retrain_record: Metrics of Retrain on the same split and seed.
+    keys: Metrics to average over; default ``("ua", "ra", "ta",
+      "mia_efficacy")``.
+
+  Returns:
+    ``mean_k |record[k] - retrain_record[k]|`` in the metrics' unit (%).
+
+  Raises:
+    KeyError: If a key is missing from either record.
+    ValueError: If ``keys`` is empty.
+
+  Examples:
+    >>> avg_gap({"ua": 10, "ra": 90, "ta": 80, "mia_efficacy": 20},
+    ...         {"ua": 12, "ra": 94, "ta": 80, "mia_efficacy": 14})
+    3.0
+  """
+  keys = tuple(keys)
+  if not keys:
+    raise ValueError("avg_gap needs at least one key.")
+  for name, rec in (("record", record), ("retrain_record", retrain_record)):
+    missing = [k for k in keys if k not in rec]
+    if missing:
+      raise KeyError(f"{name} lacks metrics {missing}; it has {sorted(rec)}.")
+  return float(
+      np.mean([abs(float(record[k]) - float(retrain_record[k])) for k in keys])
+  )
+
+
+def summarize(
+    records: Sequence[Mapping[str, Any]],
+    keys: Sequence[str],
+    *,
+    group_by: str = "method",
+    ddof: int = 0,
+) -> dict:
+  """Mean and standard deviation over seeds, grouped by method.
+
+  Args:
+    records: One dict per (method, seed), each with a ``group_by`` entry
+      (the method name) and the metrics in ``keys``.
+    keys: Metric names to summarize.
+    group_by: Record key that names the group.
+    ddof: Delta degrees of freedom of the standard deviation (0: population
+      std, which is 0 for a single seed; 1: sample std, NaN for one seed).
+
+  Returns:
+    ``{method: {"n": number of records, "mean": {key: float},
+    "std": {key: float}}}``, methods in order of first appearance.
+
+  Raises:
+    KeyError: If a record lacks ``group_by`` or one of ``keys``.
+
+  Examples:
+    >>> recs = [{"method": "oeu", "ua": 10.0}, {"method": "oeu", "ua": 14.0}]
+    >>> summarize(recs, ["ua"])
+    {'oeu': {'n': 2, 'mean': {'ua': 12.0}, 'std': {'ua': 2.0}}}
+  """
+  groups: dict[str, list[Mapping[str, Any]]] = {}
+  for i, rec in enumerate(records):
+    if group_by not in rec:
+      raise KeyError(f"record {i} has no {group_by!r} entry.")
+    groups.setdefault(rec[group_by], []).append(rec)
+  summary = {}
+  for method, recs in groups.items():
+    means, stds = {}, {}
+    for key in keys:
+      try:
+        values = np.asarray([float(r[key]) for r in recs], dtype=np.float64)
+      except KeyError:
+        raise KeyError(
+            f"a record of {method!r} lacks metric {key!r}."
+        ) from None
+      means[key] = float(np.mean(values))
+      if len(values) > ddof:
+        stds[key] = float(np.std(values, ddof=ddof))
+      else:
+        stds[key] = float("nan")
+    summary[method] = {"n": len(recs), "mean": means, "std": stds}
+  return summary

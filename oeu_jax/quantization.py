@@ -1,0 +1,182 @@
+"""Quantization presets and the AQT dot-general factory.
+
+This is the only module that talks to the quantization backend (AQT, the
+``aqtp`` package). Models ask it for a ``dot_general`` built from a
+:class:`QuantSpec`; swapping in a second backend (for example ``qwix``) means
+changing this file only.
+
+The scheme follows Q-MUL: symmetric integer fake quantization in the forward
+pass, weights with one scale per output channel, activations with one scale per
+tensor (dynamic absmax calibration), and a float backward pass, i.e. the
+straight-through estimator for the rounding.
+
+References:
+  Orthogonal Entropy Unlearning (OEU): https://arxiv.org/abs/2602.00567
+  AQT: https://github.com/google/aqt
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import aqt.jax.v2.config as aqt_config
+import aqt.jax.v2.flax.aqt_flax as aqt_flax
+
+__all__ = [
+    "BITS",
+    "QuantSpec",
+    "preset",
+    "validate_spec",
+    "is_quantized",
+    "make_dot_general",
+]
+
+BITS = ("float", "w8a8", "w4a8", "w4a4")
+
+_MIN_BITS = 2
+_MAX_BITS = 8
+
+
+class QuantSpec(NamedTuple):
+  """Bit widths of a quantized layer.
+
+  Attributes:
+    weight_bits: bits of the weights (the ``rhs`` of the matmul), one symmetric
+      scale per output channel; ``None`` keeps the weights in float.
+    act_bits: bits of the input activations (the ``lhs``), one symmetric scale
+      per tensor; ``None`` keeps the activations in float.
+  """
+
+  weight_bits: int | None
+  act_bits: int | None
+
+
+_PRESETS = {
+    "float": QuantSpec(weight_bits=None, act_bits=None),
+    "w8a8": QuantSpec(weight_bits=8, act_bits=8),
+    "w4a8": QuantSpec(weight_bits=4, act_bits=8),
+    "w4a4": QuantSpec(weight_bits=4, act_bits=4),
+}
+
+
+def preset(name: str) -> QuantSpec:
+  """Returns the :class:`QuantSpec` of a named preset.
+
+  Args:
+    name: one of :data:`BITS` (case-insensitive): ``"float"``, ``"w8a8"``,
+      ``"w4a8"`` (Q-MUL's ResNet-18 setting) or ``"w4a4"``.
+
+  Returns:
+    The preset's spec; ``"float"`` gives ``QuantSpec(None, None)``.
+
+  Raises:
+    ValueError: if ``name`` is not a known preset.
+
+  Examples:
+    >>> preset("w4a8")
+    QuantSpec(weight_bits=4, act_bits=8)
+  """
+  key = name.lower() if isinstance(name, str) else name
+  if key not in _PRESETS:
+    raise ValueError(
+        f"Unknown quantization preset {name!r}; valid presets are {BITS}."
+    )
+  return _PRESETS[key]
+
+
+def _check_bits(value, field: str) -> None:
+  # bool is an int subclass; `True` bits is a bug, not 1 bit.
+  if value is None:
+    return
+  if isinstance(value, bool) or not isinstance(value, int):
+    raise ValueError(
+        f"QuantSpec.{field} must be an int in [{_MIN_BITS}, {_MAX_BITS}] or"
+        f" None, got {value!r}."
+    )
+  if not _MIN_BITS <= value <= _MAX_BITS:
+    raise ValueError(
+        f"QuantSpec.{field} must be in [{_MIN_BITS}, {_MAX_BITS}] or None, got"
+        f" {value}."
+    )
+
+
+def validate_spec(spec: QuantSpec | None) -> QuantSpec | None:
+  """Checks the bit widths of a spec.
+
+  Args:
+    spec: the spec to check, or ``None`` (float).
+
+  Returns:
+    ``spec`` unchanged.
+
+  Raises:
+    ValueError: if a bit width is not ``None`` or an int in ``[2, 8]``, or if
+      ``spec`` is not a :class:`QuantSpec`.
+
+  Examples:
+    >>> validate_spec(QuantSpec(8, 8))
+    QuantSpec(weight_bits=8, act_bits=8)
+  """
+  if spec is None:
+    return None
+  if not isinstance(spec, QuantSpec):
+    raise ValueError(f"Expected a QuantSpec or None, got {spec!r}.")
+  _check_bits(spec.weight_bits, "weight_bits")
+  _check_bits(spec.act_bits, "act_bits")
+  return spec
+
+
+def is_quantized(spec: QuantSpec | None) -> bool:
+  """Whether a spec quantizes anything.
+
+  Args:
+    spec: a :class:`QuantSpec` or ``None``.
+
+  Returns:
+    ``False`` for ``None`` and for ``QuantSpec(None, None)``, else ``True``.
+
+  Examples:
+    >>> is_quantized(preset("float")), is_quantized(preset("w8a8"))
+    (False, True)
+  """
+  return spec is not None and (
+      spec.weight_bits is not None or spec.act_bits is not None
+  )
+
+
+def make_dot_general(spec: QuantSpec | None) -> aqt_flax.AqtDotGeneral | None:
+  """Builds an AQT ``dot_general`` module for a spec.
+
+  The returned Flax module replaces ``jax.lax.dot_general`` with the activation
+  as ``lhs`` and the weight as ``rhs``. Scales are dynamic absmax: the weight
+  scale is shared over the contracting axes (one scale per output channel),
+  the activation scale over the whole tensor. The backward pass is in float
+  and uses the straight-through estimator. No stochastic rounding, so no rng
+  is needed (``prng_name=None``).
+
+  A new module instance is returned on each call; create it inside the
+  ``@nn.compact`` method that uses it.
+
+  Args:
+    spec: bit widths, or ``None``.
+
+  Returns:
+    An ``aqt_flax.AqtDotGeneral``, or ``None`` when ``spec`` quantizes nothing
+    (use plain ``jax.lax.dot_general`` then).
+
+  Raises:
+    ValueError: on invalid bit widths (see :func:`validate_spec`).
+
+  Examples:
+    >>> make_dot_general(preset("float")) is None
+    True
+  """
+  validate_spec(spec)
+  if not is_quantized(spec):
+    return None
+  cfg = aqt_config.dot_general_make(
+      lhs_bits=spec.act_bits, rhs_bits=spec.weight_bits, bwd_bits=None
+  )
+  if spec.act_bits is not None:
+    cfg.fwd.dg_quantizer.lhs.calib_shared_axes = "per_tensor"
+  return aqt_flax.AqtDotGeneral(cfg, prng_name=None)

@@ -1,0 +1,255 @@
+"""The shared unlearning loop: every method runs through :func:`unlearn`.
+
+Each step pairs one forget batch with one retain batch; an epoch has as many
+steps as the larger set has batches and the smaller set is cycled (METHOD.md
+§2). Batch order is a pure function of ``(seed, epoch)``, the step's rng is
+``fold_in(key, step)``, and the state is one pytree: a run resumed from a
+checkpoint is bit-identical to an uninterrupted one.
+
+References:
+  Q-MUL harness (ICCV 2025); SalUn (arXiv:2310.12508).
+"""
+
+import dataclasses
+import logging
+import math
+import time
+from typing import Any, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from oeu_jax import checkpointing, transforms
+from oeu_jax import data as data_lib
+from oeu_jax import methods as methods_lib
+
+Array = jax.Array
+
+PAIRINGS = ("max", "forget")
+
+
+@dataclasses.dataclass(frozen=True)
+class UnlearnConfig:
+  """The unlearning budget and schedule (Q-MUL harness defaults).
+
+  Attributes:
+    epochs: unlearning epochs (cosine schedule over all of them).
+    batch_size: examples per forget batch and per retain batch (capped at
+      each set's size, so a small forget set gives a full-set batch).
+    lr: peak learning rate.
+    pairing: ``"max"``: an epoch covers the larger set (default, METHOD.md);
+      ``"forget"``: an epoch covers the forget set once.
+    checkpoint_every: steps between checkpoints when a directory is given.
+  """
+  epochs: int = 10
+  batch_size: int = 256
+  lr: float = 0.01
+  pairing: str = "max"
+  checkpoint_every: int = 50
+
+
+class UnlearnState(NamedTuple):
+  """Everything a resumed unlearning run needs."""
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+  method_state: Any
+  step: Array
+  rng: Array
+
+
+class UnlearnResult(NamedTuple):
+  state: UnlearnState
+  seconds: float
+  compile_seconds: float
+  metrics: dict
+
+
+def validate_config(config: UnlearnConfig) -> None:
+  """Raises ValueError naming the first bad field."""
+  if int(config.epochs) != config.epochs or config.epochs < 0:
+    raise ValueError(f"epochs must be an integer >= 0, got {config.epochs}")
+  if int(config.batch_size) != config.batch_size or config.batch_size <= 0:
+    raise ValueError(
+        f"batch_size must be an integer > 0, got {config.batch_size}")
+  if not (np.isfinite(config.lr) and config.lr > 0):
+    raise ValueError(f"lr must be a finite number > 0, got {config.lr}")
+  if config.pairing not in PAIRINGS:
+    raise ValueError(f"pairing must be one of {PAIRINGS}, got "
+                     f"{config.pairing!r}")
+
+
+def steps_per_epoch(num_forget: int, num_retain: int,
+                    config: UnlearnConfig) -> int:
+  """Steps in one unlearning epoch."""
+  bf = min(config.batch_size, num_forget)
+  br = min(config.batch_size, num_retain)
+  nf = math.ceil(num_forget / bf)
+  if config.pairing == "forget":
+    return nf
+  return max(nf, math.ceil(num_retain / br))
+
+
+def cycled_indices(n: int, batch: int, seed: int, epoch: int, k: int,
+                   stream: int) -> np.ndarray:
+  """Batch ``k`` of an epoch over a set of size ``n``, cycling the set.
+
+  The epoch's sequence is the concatenation of permutations of ``range(n)``,
+  each a pure function of ``(seed, stream, epoch, cycle)``.
+  """
+  start, stop = k * batch, (k + 1) * batch
+  first, last = start // n, (stop - 1) // n
+  seq = np.concatenate([
+      data_lib.epoch_order(n, seed * 1000003 + stream, epoch * 65537 + c)
+      for c in range(first, last + 1)])
+  off = first * n
+  return seq[start - off:stop - off].astype(np.int32)
+
+
+def step_indices(num_forget: int, num_retain: int, config: UnlearnConfig,
+                 seed: int, step: int) -> tuple[np.ndarray, np.ndarray]:
+  """(forget, retain) batch indices of unlearning step ``step``."""
+  spe = steps_per_epoch(num_forget, num_retain, config)
+  epoch, k = divmod(step, spe)
+  bf = min(config.batch_size, num_forget)
+  br = min(config.batch_size, num_retain)
+  return (cycled_indices(num_forget, bf, seed, epoch, k, 1),
+          cycled_indices(num_retain, br, seed, epoch, k, 2))
+
+
+def make_step(method: methods_lib.Method, tx: optax.GradientTransformation):
+  """The pure unlearning step ``(state, fx, fy, rx, ry, fi, ri) -> state, m``."""
+
+  def step(state: UnlearnState, fx, fy, rx, ry, f_idx, r_idx):
+    fb = methods_lib.Batch(fx[f_idx], fy[f_idx], f_idx)
+    rb = methods_lib.Batch(rx[r_idx], ry[r_idx], r_idx)
+    rng = jax.random.fold_in(state.rng, state.step)
+    out = method.grads(state.params, state.batch_stats, state.method_state,
+                       fb, rb, rng, state.step)
+    updates, opt_state = tx.update(out.grads, state.opt_state, state.params,
+                                   **out.extra)
+    params = optax.apply_updates(state.params, updates)
+    metrics = dict(out.metrics)
+    metrics["finite"] = transforms.tree_is_finite(
+        (updates, [v for v in out.metrics.values()]))
+    new_state = UnlearnState(params, out.batch_stats, opt_state,
+                             out.method_state, state.step + 1, state.rng)
+    return new_state, metrics
+
+  return step
+
+
+class UnlearnData(NamedTuple):
+  """Device arrays of D_f and D_r."""
+  forget_x: Array
+  forget_y: Array
+  retain_x: Array
+  retain_y: Array
+
+
+def make_data(x: np.ndarray, y: np.ndarray, forget_idx: np.ndarray,
+              retain_idx: np.ndarray) -> UnlearnData:
+  """Gathers D_f and D_r onto the device."""
+  if len(forget_idx) == 0 or len(retain_idx) == 0:
+    raise ValueError(f"forget and retain sets must be non-empty, got "
+                     f"{len(forget_idx)} and {len(retain_idx)} examples")
+  return UnlearnData(jnp.asarray(x[forget_idx], jnp.float32),
+                     jnp.asarray(y[forget_idx], jnp.int32),
+                     jnp.asarray(x[retain_idx], jnp.float32),
+                     jnp.asarray(y[retain_idx], jnp.int32))
+
+
+def init_state(method: methods_lib.Method, model, params, batch_stats,
+               data: UnlearnData, *, config: UnlearnConfig, num_classes: int,
+               seed: int):
+  """Prepares the method and the initial state; returns (state, tx)."""
+  nf, nr = len(data.forget_y), len(data.retain_y)
+  spe = steps_per_epoch(nf, nr, config)
+  total = spe * int(config.epochs)
+  key = jax.random.PRNGKey(seed)
+  k_prep, k_run = jax.random.split(key)
+  mstate = method.prepare(methods_lib.PrepareInputs(
+      model, params, batch_stats, data.forget_x, data.forget_y, data.retain_x,
+      data.retain_y, num_classes, spe, k_prep))
+  schedule = optax.cosine_decay_schedule(config.lr, max(total, 1))
+  tx = method.make_tx(schedule, mstate)
+  state = UnlearnState(params, batch_stats, tx.init(params), mstate,
+                       jnp.zeros((), jnp.int32), k_run)
+  return state, tx
+
+
+def unlearn(method: methods_lib.Method, model, params, batch_stats,
+            data: UnlearnData, *, config: UnlearnConfig = UnlearnConfig(),
+            num_classes: int, seed: int = 0,
+            checkpoint_dir: Optional[str] = None,
+            progress: bool = False) -> UnlearnResult:
+  """Runs ``method`` from the original weights for ``config.epochs`` epochs.
+
+  Args:
+    method: from :func:`oeu_jax.methods.build_method`.
+    model: the Flax module.
+    params: the Original model's parameters (not modified).
+    batch_stats: its BatchNorm statistics (``{}`` when none).
+    data: D_f and D_r on the device (:func:`make_data`).
+    config: budget and schedule.
+    num_classes: K.
+    seed: batch order and method randomness.
+    checkpoint_dir: save every ``config.checkpoint_every`` steps and resume
+      from the latest checkpoint there.
+    progress: tqdm bar.
+
+  Returns:
+    An :class:`UnlearnResult`; ``seconds`` excludes compilation,
+    ``compile_seconds`` is the ahead-of-time compile time.
+
+  Raises:
+    ValueError: bad config; FloatingPointError: a non-finite loss or update
+      (naming the step; the last good checkpoint is kept).
+  """
+  validate_config(config)
+  nf, nr = len(data.forget_y), len(data.retain_y)
+  spe = steps_per_epoch(nf, nr, config)
+  total = spe * int(config.epochs)
+  state, tx = init_state(method, model, params, batch_stats, data,
+                         config=config, num_classes=num_classes, seed=seed)
+  if checkpoint_dir is not None:
+    last = checkpointing.latest_step(checkpoint_dir)
+    if last is not None:
+      state = checkpointing.restore_checkpoint(checkpoint_dir, state,
+                                               step=last)
+      logging.info("resumed %s from step %d", method.name, last)
+  start = int(state.step)
+  if start >= total:  # A finished run restored from its checkpoint.
+    return UnlearnResult(state, 0.0, 0.0, {})
+  step_fn = jax.jit(make_step(method, tx))
+  fi, ri = step_indices(nf, nr, config, seed, 0)
+  t0 = time.perf_counter()
+  compiled = step_fn.lower(state, *data, jnp.asarray(fi),
+                           jnp.asarray(ri)).compile()
+  compile_s = time.perf_counter() - t0
+  history = []
+  it = range(start, total)
+  if progress:
+    from tqdm.auto import tqdm  # Only the CLI shows bars.
+    it = tqdm(it, desc=method.name, leave=False)
+  t1 = time.perf_counter()
+  for s in it:
+    fi, ri = step_indices(nf, nr, config, seed, s)
+    state, m = compiled(state, *data, jnp.asarray(fi), jnp.asarray(ri))
+    if not bool(m["finite"]):
+      raise FloatingPointError(
+          f"{method.name}: non-finite loss or update at unlearning step {s}; "
+          f"the last good checkpoint is kept in {checkpoint_dir}")
+    history.append(m)
+    if checkpoint_dir is not None and (s + 1) % config.checkpoint_every == 0:
+      checkpointing.save_checkpoint(checkpoint_dir, s + 1, state)
+  jax.block_until_ready(state)
+  seconds = time.perf_counter() - t1
+  if checkpoint_dir is not None and checkpointing.latest_step(
+      checkpoint_dir) != total:
+    checkpointing.save_checkpoint(checkpoint_dir, total, state)
+  summary = {k: float(np.mean([float(h[k]) for h in history]))
+             for k in (history[0] if history else {}) if k != "finite"}
+  return UnlearnResult(state, seconds, compile_s, summary)
