@@ -3,22 +3,52 @@
 ``demo`` needs no network: scikit-learn's digits, the small CNN at W4A8,
 class-wise and 10% random forgetting, Original vs Retrain vs OEU. ``run`` is
 the general experiment. Both print a table and write ``DIR/results.json``.
-Bad input gives one line naming the problem and exit status 2.
+
+Errors: bad input (an unknown name, a value out of range, a missing or
+malformed data folder, an unfinished run without ``--resume``) prints one
+line ``error: ...`` naming the problem and exits with status 2; a run that
+fails (a non-finite loss, a corrupt checkpoint, an I/O error) prints one line
+and exits with status 1. Neither prints a traceback.
+
+Checkpoints and resuming: every trained or unlearned model is checkpointed
+under ``--workdir`` every ``--checkpoint-every`` steps and when it finishes.
+Rerunning a command reuses every *finished* model found there (no
+retraining). A model whose run was interrupted (Ctrl-C, SIGKILL, a crash) is
+continued from its last checkpoint only with ``--resume``, which gives the
+same final parameters, bit for bit, as an uninterrupted run; without
+``--resume`` the command stops with one line naming the unfinished
+checkpoint directory, so that a stale partial run is never continued by
+accident (delete that directory to start it over instead).
+
+Examples::
+
+  python -m oeu_jax demo --workdir runs/demo
+  python -m oeu_jax run --dataset mnist_idx --data-dir ../shared/data/mnist-t10k \\
+      --scenario class --forget-class 3 --workdir runs/mnist
+  python -m oeu_jax run ... --workdir runs/mnist --resume   # after a kill
 """
 
 import argparse
 import dataclasses
 import logging
+import math
 import os
 import sys
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional
+from typing import Sequence
 
+from oeu_jax import checkpointing
 from oeu_jax import data as data_lib
 from oeu_jax import methods as methods_lib
-from oeu_jax import models, pipeline, quantization
+from oeu_jax import models
+from oeu_jax import pipeline
+from oeu_jax import quantization
 
 DEMO_FORGET_CLASS = 3
+EXIT_BAD_INPUT = 2
+EXIT_FAILED = 1
+EXIT_INTERRUPTED = 130
 
 
 class CliError(Exception):
@@ -58,6 +88,15 @@ def build_parser() -> argparse.ArgumentParser:
   def common(sp):
     sp.add_argument("--workdir", default="runs/demo",
                     help="where checkpoints, results.json and tables go")
+    sp.add_argument("--resume", action="store_true",
+                    help="continue runs interrupted in --workdir from their "
+                         "last checkpoint (finished runs are always reused)")
+    sp.add_argument("--checkpoint-every", type=int, default=None,
+                    help="steps between checkpoints (training: 200, "
+                         "unlearning: 50)")
+    sp.add_argument("--skip-nonfinite", action="store_true",
+                    help="skip updates with a non-finite loss or gradient "
+                         "instead of stopping")
     sp.add_argument("--no-progress", action="store_true",
                     help="hide progress bars")
     sp.add_argument("--quick", action="store_true",
@@ -70,15 +109,20 @@ def build_parser() -> argparse.ArgumentParser:
   r = sub.add_parser("run", help="a general experiment")
   common(r)
   r.add_argument("--dataset", required=True, choices=data_lib.DATASETS)
-  r.add_argument("--data-dir", default=None)
+  r.add_argument("--data-dir", default=None,
+                 help="folder of MNIST IDX files (mnist_idx) or a prepared "
+                      "TFDS data dir")
   r.add_argument("--model", default="cnn", choices=models.MODELS)
   r.add_argument("--bits", default="w4a8", choices=quantization.BITS)
   r.add_argument("--quantize-ends", action="store_true",
                  help="also quantize the first conv and the classifier")
   r.add_argument("--scenario", default="random", choices=data_lib.SCENARIOS)
-  r.add_argument("--forget-ratio", type=float, default=None)
-  r.add_argument("--forget-class", type=int, default=None)
-  r.add_argument("--methods", type=_name_list, default=("oeu",))
+  r.add_argument("--forget-ratio", type=float, default=None,
+                 help="fraction forgotten, in (0, 1) (random; default 0.1)")
+  r.add_argument("--forget-class", type=int, default=None,
+                 help="class forgotten (class scenario)")
+  r.add_argument("--methods", type=_name_list, default=("oeu",),
+                 help=f"comma-separated, from {', '.join(methods_lib.METHODS)}")
   r.add_argument("--seeds", type=_int_list, default=(0,))
   r.add_argument("--epochs", type=int, default=None,
                  help="Original/Retrain training epochs")
@@ -94,12 +138,63 @@ def build_parser() -> argparse.ArgumentParser:
   return p
 
 
+def _check_ranges(args) -> None:
+  """Range checks that name the flag (the library names only the field)."""
+  checks = (
+      ("--epochs", args.epochs, lambda v: v >= 0, ">= 0"),
+      ("--batch-size", args.batch_size, lambda v: v > 0, "> 0"),
+      ("--unlearn-epochs", args.unlearn_epochs, lambda v: v >= 0, ">= 0"),
+      ("--unlearn-batch-size", args.unlearn_batch_size, lambda v: v > 0,
+       "> 0"),
+      ("--unlearn-lr", args.unlearn_lr,
+       lambda v: math.isfinite(v) and v > 0, "a finite number > 0"),
+      ("--max-examples", args.max_examples, lambda v: v > 0, "> 0"),
+      ("--forget-ratio", args.forget_ratio, lambda v: 0 < v < 1,
+       "in (0, 1)"),
+      ("--forget-class", args.forget_class, lambda v: v >= 0, ">= 0"),
+  )
+  for flag, value, ok, want in checks:
+    if value is not None and not ok(value):
+      raise CliError(f"{flag} must be {want}, got {value}")
+  for flag, values in (("--seeds", args.seeds), ("--methods", args.methods)):
+    dups = sorted({str(v) for v in values if values.count(v) > 1})
+    if dups:
+      raise CliError(f"{flag} lists {', '.join(dups)} more than once")
+  if any(s < 0 for s in args.seeds):
+    raise CliError(f"--seeds must be >= 0, got "
+                   f"{','.join(str(s) for s in args.seeds)}")
+  if args.data_dir is not None:
+    _check_dir("--data-dir", Path(args.data_dir))
+
+
+def _check_dir(flag: str, path: Path) -> None:
+  if not path.exists():
+    raise CliError(f"{flag} {path} does not exist")
+  if not path.is_dir():
+    raise CliError(f"{flag} {path} is not a directory")
+  if not os.access(path, os.R_OK | os.X_OK):
+    raise CliError(f"{flag} {path} is not readable")
+
+
 def _quick(cfg: pipeline.RunConfig) -> pipeline.RunConfig:
   t = cfg.train or pipeline.default_train(cfg.dataset)
   u = cfg.unlearn or pipeline.default_unlearn(cfg.dataset)
   return dataclasses.replace(
       cfg, train=t._replace(epochs=min(t.epochs, 3)),
       unlearn=dataclasses.replace(u, epochs=min(u.epochs, 2)))
+
+
+def _loop_options(cfg: pipeline.RunConfig, *,
+                  checkpoint_every: Optional[int],
+                  skip_nonfinite: bool) -> pipeline.RunConfig:
+  """Applies the checkpoint and non-finite flags to both loops."""
+  t = cfg.train or pipeline.default_train(cfg.dataset)
+  u = cfg.unlearn or pipeline.default_unlearn(cfg.dataset)
+  extra = {"skip_nonfinite": True} if skip_nonfinite else {}
+  if checkpoint_every is not None:
+    extra["checkpoint_every"] = checkpoint_every
+  return dataclasses.replace(cfg, train=t._replace(**extra),
+                             unlearn=dataclasses.replace(u, **extra))
 
 
 def demo_configs(seed: int) -> list:
@@ -113,6 +208,7 @@ def demo_configs(seed: int) -> list:
 
 def run_config_from_args(args) -> pipeline.RunConfig:
   """Builds (and validates) a RunConfig from ``run`` arguments."""
+  _check_ranges(args)
   if args.scenario == "random":
     if args.forget_class is not None:
       raise CliError("--forget-class is for --scenario class; use "
@@ -137,26 +233,23 @@ def run_config_from_args(args) -> pipeline.RunConfig:
                        ("lr", args.unlearn_lr)):
     if value is not None:
       unl = dataclasses.replace(unl, **{field: value})
-  if args.max_examples is not None and args.max_examples <= 0:
-    raise CliError(f"--max-examples must be > 0, got {args.max_examples}")
-  cfg = pipeline.RunConfig(
+  return pipeline.RunConfig(
       dataset=args.dataset, data_dir=args.data_dir, model=args.model,
       bits=args.bits, float_ends=not args.quantize_ends,
       scenario=args.scenario, forget_ratio=ratio, forget_class=fclass,
       methods=args.methods, seeds=args.seeds, train=train, unlearn=unl,
       optimizer=methods_lib.OptimizerConfig(name=args.optimizer),
       max_examples=args.max_examples)
-  return cfg
 
 
 def execute(configs: Sequence[pipeline.RunConfig], workdir: Path, *,
-            progress: bool) -> list:
+            progress: bool, resume: bool = False) -> list:
   """Runs experiments, prints their tables, writes ``results.json``."""
   records = []
   for cfg in configs:
     pipeline.resolve(cfg)  # Fail fast, before any training.
   for cfg in configs:
-    recs = pipeline.run(cfg, workdir, progress=progress,
+    recs = pipeline.run(cfg, workdir, progress=progress, resume=resume,
                         log=lambda s: print(s, file=sys.stderr, flush=True))
     title = (f"{cfg.dataset} / {cfg.model} / {cfg.bits} / {cfg.scenario} "
              + (f"class {cfg.forget_class}" if cfg.scenario == "class"
@@ -168,30 +261,64 @@ def execute(configs: Sequence[pipeline.RunConfig], workdir: Path, *,
   return records
 
 
+def _configs_from_args(args) -> list:
+  if args.checkpoint_every is not None and args.checkpoint_every <= 0:
+    raise CliError(f"--checkpoint-every must be > 0, got "
+                   f"{args.checkpoint_every}")
+  if args.command == "demo":
+    if args.seed < 0:
+      raise CliError(f"--seed must be >= 0, got {args.seed}")
+    configs = demo_configs(args.seed)
+  else:
+    configs = [run_config_from_args(args)]
+  if args.quick:
+    configs = [_quick(c) for c in configs]
+  return [_loop_options(c, checkpoint_every=args.checkpoint_every,
+                        skip_nonfinite=args.skip_nonfinite) for c in configs]
+
+
+def _workdir(text: str) -> Path:
+  workdir = Path(text).resolve()
+  if workdir.exists() and not workdir.is_dir():
+    raise CliError(f"--workdir {workdir} exists and is not a directory")
+  try:
+    workdir.mkdir(parents=True, exist_ok=True)
+  except OSError as e:
+    raise CliError(f"--workdir {workdir} cannot be created: "
+                   f"{e.strerror or e}") from None
+  if not os.access(workdir, os.W_OK | os.X_OK):
+    raise CliError(f"--workdir {workdir} is not writable")
+  return workdir
+
+
+def _one_line(error: BaseException) -> str:
+  text = " ".join(str(error).split()) or type(error).__name__
+  return f"error: {text}"
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-  """Entry point; returns the exit status."""
+  """Entry point; returns the exit status (0, 1, 2 or 130)."""
   logging.basicConfig(level=os.environ.get("OEU_LOGLEVEL", "WARNING"))
   try:
-    args = build_parser().parse_args(argv)
-    workdir = Path(args.workdir).resolve()
-    if workdir.exists() and not workdir.is_dir():
-      raise CliError(f"--workdir {workdir} exists and is not a directory")
-    if args.command == "demo":
-      if args.seed < 0:
-        raise CliError(f"--seed must be >= 0, got {args.seed}")
-      configs = demo_configs(args.seed)
-    else:
-      configs = [run_config_from_args(args)]
-    if args.quick:
-      configs = [_quick(c) for c in configs]
-    execute(configs, workdir, progress=not args.no_progress)
-  except (CliError, ValueError, FileNotFoundError, NotADirectoryError,
-          FloatingPointError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
+    try:
+      args = build_parser().parse_args(argv)
+    except SystemExit as e:  # --help.
+      return e.code if isinstance(e.code, int) else 0
+    configs = _configs_from_args(args)
+    workdir = _workdir(args.workdir)
+    execute(configs, workdir, progress=not args.no_progress,
+            resume=args.resume)
+  except (checkpointing.CheckpointError, FloatingPointError) as e:
+    print(_one_line(e), file=sys.stderr)
+    return EXIT_FAILED
+  except (CliError, ValueError, FileNotFoundError, NotADirectoryError) as e:
+    print(_one_line(e), file=sys.stderr)
+    return EXIT_BAD_INPUT
+  except OSError as e:  # Disk full, permissions, ...: names the path.
+    print(_one_line(e), file=sys.stderr)
+    return EXIT_FAILED
   except KeyboardInterrupt:
-    print("interrupted; rerun the same command to resume from the last "
-          "checkpoint", file=sys.stderr)
-    return 130
+    print("interrupted; rerun the same command with --resume to continue "
+          "from the last checkpoints", file=sys.stderr)
+    return EXIT_INTERRUPTED
   return 0
-

@@ -4,12 +4,16 @@ Runs the quantized forward pass (eval mode) over the training and test sets,
 then hands logits to the pure functions of :mod:`oeu_jax.metrics`.
 """
 
-from typing import Any, Optional
+from typing import Any
+from typing import Optional
 
 import numpy as np
 
 from oeu_jax import data as data_lib
-from oeu_jax import metrics, train
+from oeu_jax import metrics
+from oeu_jax import train
+
+ENTROPY_BINS = 20
 
 
 def evaluate(model, params: Any, batch_stats: Any, dataset: data_lib.Dataset,
@@ -29,7 +33,9 @@ def evaluate(model, params: Any, batch_stats: Any, dataset: data_lib.Dataset,
 
   Returns:
     A dict of metrics (percent where METHOD.md says %), plus the
-    predicted-class histogram on D_f.
+    predicted-class histogram on D_f (``pred_hist``) and a histogram of the
+    normalized entropy on D_f (``entropy_hist``: ``ENTROPY_BINS`` counts over
+    ``[0, 1]``).
   """
   train_logits = train.predict(model, params, batch_stats, dataset.train_x,
                                batch_size=batch_size)
@@ -37,8 +43,9 @@ def evaluate(model, params: Any, batch_stats: Any, dataset: data_lib.Dataset,
                               batch_size=batch_size)
   shadow = data_lib.mia_shadow_indices(split, len(dataset.test_y))
   y = dataset.train_y
-  return metrics.unlearning_metrics(
-      forget_logits=train_logits[split.forget_idx],
+  forget_logits = train_logits[split.forget_idx]
+  record = metrics.unlearning_metrics(
+      forget_logits=forget_logits,
       forget_labels=y[split.forget_idx],
       retain_logits=train_logits[split.retain_idx],
       retain_labels=y[split.retain_idx],
@@ -46,9 +53,8 @@ def evaluate(model, params: Any, batch_stats: Any, dataset: data_lib.Dataset,
       shadow_member_logits=train_logits[shadow],
       shadow_member_labels=y[shadow],
       forget_class=forget_class)
+  counts, _ = np.histogram(metrics.normalized_entropy(forget_logits),
+                           bins=ENTROPY_BINS, range=(0.0, 1.0))
+  record["entropy_hist"] = [int(c) for c in counts]
+  return record
 
-
-def forget_entropies(model, params, batch_stats, x: np.ndarray) -> np.ndarray:
-  """Per-example normalized prediction entropy (for the histogram plots)."""
-  return metrics.normalized_entropy(train.predict(model, params, batch_stats,
-                                                  x))

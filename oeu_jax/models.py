@@ -23,6 +23,7 @@ References:
 from __future__ import annotations
 
 import functools
+import operator
 from collections.abc import Sequence
 from typing import Any
 
@@ -50,9 +51,6 @@ __all__ = [
 MODELS = ("cnn", "resnet18", "mobilenetv2")
 
 _DN = ("NHWC", "HWIO", "NHWC")
-# Patch extraction is a convolution with a 0/1 kernel; on TPU/GPU the default
-# precision would round the copied activations to bf16/TF32.
-_PATCH_PRECISION = jax.lax.Precision.HIGHEST
 
 
 def _pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
@@ -73,7 +71,10 @@ def _canonical_padding(padding):
     return padding.upper()
   if isinstance(padding, int):
     return ((padding, padding), (padding, padding))
-  pads = tuple(tuple(p) for p in padding)
+  try:
+    pads = tuple((p, p) if isinstance(p, int) else tuple(p) for p in padding)
+  except TypeError:
+    pads = ()
   if len(pads) != 2 or any(len(p) != 2 for p in pads):
     raise ValueError(
         f"padding must be 'SAME', 'VALID', an int or ((lo, hi), (lo, hi)),"
@@ -134,21 +135,24 @@ class QConv(nn.Module):
   ``kernel`` of shape ``(kh, kw, in_features // feature_group_count,
   features)``, same ``bias``, same ``lax.conv_general_dilated`` call).
 
-  Quantized path: ``lax.conv_general_dilated_patches`` gives patches whose
-  feature axis is ordered ``(C_in, kh, kw)``; the kernel is transposed to the
-  same order and the two are contracted by the AQT ``dot_general``. Per-tensor
-  activation scales of the patches equal those of the input (patches only
-  copy input values and padding zeros); the weight scales are per output
-  channel. Grouped and depthwise convolutions (``feature_group_count > 1``)
-  use the group as a dot-general batch dimension, so they are quantized the
-  same way and also get straight-through gradients. The patches take
-  ``kh * kw`` times the input's memory.
+  Quantized path: strided slices of the padded input give image patches
+  with the feature axis ordered ``(kh, kw, C_in)``, the kernel reshaped to
+  ``(kh*kw*C_in, features)`` matches that order, and the two are contracted
+  by the AQT ``dot_general``. The per-tensor activation scale is the absmax
+  of the patches, i.e. of the input pixels the convolution reads (all of
+  them, except for strided convolutions that skip some, e.g. a stride-2 1x1
+  shortcut); weight scales are per output channel. Grouped and depthwise
+  convolutions (``feature_group_count > 1``) use the group as a dot-general
+  batch dimension, so they are quantized the same way and also get
+  straight-through gradients. The patches take ``kh * kw`` times the input's
+  memory.
 
   Attributes:
     features: number of output channels.
     kernel_size: ``(kh, kw)`` or an int.
     strides: an int or ``(sh, sw)``.
-    padding: ``"SAME"``, ``"VALID"``, an int, or ``((lo, hi), (lo, hi))``.
+    padding: ``"SAME"``, ``"VALID"``, an int, a pair of ints, or
+      ``((lo, hi), (lo, hi))``, as for ``nn.Conv``.
     use_bias: whether to add a bias.
     feature_group_count: number of groups; ``in_features`` for depthwise.
     quant: bit widths; ``None`` or ``QuantSpec(None, None)`` is float.
@@ -203,9 +207,7 @@ class QConv(nn.Module):
               x.shape, kernel.shape, _DN),
           feature_group_count=groups, precision=None)
     else:
-      patches = jax.lax.conv_general_dilated_patches(
-          x, (kh, kw), strides, padding, dimension_numbers=_DN,
-          precision=_PATCH_PRECISION)
+      patches = _extract_patches(x, (kh, kw), strides, padding)
       y = _patch_matmul(dot_general, patches, kernel, groups)
 
     if self.use_bias:
@@ -214,20 +216,51 @@ class QConv(nn.Module):
     return y
 
 
+def _extract_patches(x: jax.Array, window: tuple[int, int],
+                     strides: tuple[int, int], padding) -> jax.Array:
+  """``(N, H', W', kh*kw*C)`` image patches, feature axis ordered (kh, kw, C).
+
+  Strided slices of the padded input: exact data movement. The alternative,
+  ``lax.conv_general_dilated_patches``, is a grouped convolution with a
+  one-hot kernel: it made a quantized ResNet-18 training step about 18x
+  slower on CPU, and a convolution may run at reduced precision under a
+  backend's default (TF32/bf16 passes). The (kh, kw, C) order matches a
+  row-major reshape of the HWIO kernel.
+  """
+  (kh, kw), (sh, sw) = window, strides
+  if isinstance(padding, str):
+    padding = jax.lax.padtype_to_pads(x.shape[1:3], window, strides, padding)
+  x = jnp.pad(x, ((0, 0), tuple(padding[0]), tuple(padding[1]), (0, 0)))
+  n, h, w, c = x.shape
+  out_h, out_w = (h - kh) // sh + 1, (w - kw) // sw + 1
+  if out_h < 1 or out_w < 1:
+    raise ValueError(
+        f"A {window} window does not fit the padded input {(h, w)}.")
+  slices = [
+      jax.lax.slice(x, (0, i, j, 0),
+                    (n, i + (out_h - 1) * sh + 1, j + (out_w - 1) * sw + 1, c),
+                    (1, sh, sw, 1))
+      for i in range(kh) for j in range(kw)]
+  return slices[0] if len(slices) == 1 else jnp.concatenate(slices, axis=-1)
+
+
 def _patch_matmul(dot_general, patches: jax.Array, kernel: jax.Array,
                   groups: int) -> jax.Array:
-  """Contracts ``(N, H, W, C_in*kh*kw)`` patches with an HWIO kernel."""
+  """Contracts (kh, kw, C_in)-ordered patches with an HWIO kernel."""
   kh, kw, cg_in, c_out = kernel.shape
   if groups == 1:
-    w = jnp.transpose(kernel, (2, 0, 1, 3)).reshape(cg_in * kh * kw, c_out)
+    w = kernel.reshape(kh * kw * cg_in, c_out)
     return dot_general(patches, w, (((3,), (0,)), ((), ())), None)
   n, h, wd, _ = patches.shape
   cg_out = c_out // groups
-  # lax groups split channels into contiguous blocks, so the (C_in, kh, kw)
-  # feature axis reshapes to (group, cg_in*kh*kw).
-  p = patches.reshape(n, h, wd, groups, cg_in * kh * kw)
+  # lax groups split channels into contiguous blocks: group g reads input
+  # channels [g*cg_in, (g+1)*cg_in) and writes outputs [g*cg_out, ...).
+  p = patches.reshape(n, h, wd, kh * kw, groups, cg_in)
+  p = jnp.transpose(p, (0, 1, 2, 4, 3, 5)).reshape(
+      n, h, wd, groups, kh * kw * cg_in)
   w = kernel.reshape(kh, kw, cg_in, groups, cg_out)
-  w = jnp.transpose(w, (3, 2, 0, 1, 4)).reshape(groups, cg_in * kh * kw, cg_out)
+  w = jnp.transpose(w, (3, 0, 1, 2, 4)).reshape(groups, kh * kw * cg_in,
+                                                cg_out)
   y = dot_general(p, w, (((4,), (1,)), ((3,), (0,))), None)  # (G,N,H,W,Fg)
   return jnp.transpose(y, (1, 2, 3, 0, 4)).reshape(n, h, wd, c_out)
 
@@ -476,7 +509,7 @@ def build_model(name: str, *, num_classes: int,
     >>> type(model).__name__
     'CNN'
   """
-  key = name.lower() if isinstance(name, str) else name
+  key = name.lower() if isinstance(name, str) else None
   if key not in _MODEL_CLASSES:
     raise ValueError(f"Unknown model {name!r}; valid models are {MODELS}.")
   if isinstance(num_classes, bool) or not isinstance(num_classes, int) or (
@@ -490,6 +523,14 @@ def build_model(name: str, *, num_classes: int,
     quant = None
   return _MODEL_CLASSES[key](num_classes=num_classes, quant=quant,
                              float_ends=float_ends, **kwargs)
+
+
+# Jitted, with the (hashable) module static: one compiled program per model
+# and shape, reused across calls. On CPU this beats compiling every
+# initializer's random-number code shape by shape.
+@functools.partial(jax.jit, static_argnums=(0, 2))
+def _init_variables(model: nn.Module, rng: jax.Array, shape: tuple[int, ...]):
+  return model.init(rng, jnp.zeros((1,) + shape, jnp.float32), train=False)
 
 
 def init_model(model: nn.Module, rng: jax.Array,
@@ -514,16 +555,18 @@ def init_model(model: nn.Module, rng: jax.Array,
     >>> stats
     {}
   """
-  shape = tuple(input_shape)
-  if len(shape) != 3 or not all(isinstance(d, int) and d > 0 for d in shape):
+  try:
+    shape = tuple(operator.index(d) for d in input_shape)
+  except TypeError:
+    shape = ()
+  if len(shape) != 3 or min(shape) < 1:
     raise ValueError(
         f"input_shape must be one example's (H, W, C), got {input_shape!r}.")
   # AQT creates no variables in training mode, so the float twin has the same
   # tree and the same initial values, and traces about twice as fast.
   if getattr(model, "quant", None) is not None:
     model = model.clone(quant=None)
-  variables = model.init(rng, jnp.zeros((1,) + shape, jnp.float32),
-                         train=False)
+  variables = _init_variables(model, rng, shape)
   return variables["params"], variables.get("batch_stats", {})
 
 
@@ -558,7 +601,8 @@ def apply_model(model: nn.Module, params: Any, batch_stats: Any,
   if jnp.ndim(x) != 4:
     raise ValueError(f"x must be NHWC (4-D), got shape {jnp.shape(x)}.")
   if not jnp.issubdtype(jnp.result_type(x), jnp.floating):
-    raise ValueError(f"x must be floating point, got dtype {jnp.result_type(x)}.")
+    raise ValueError(
+        f"x must be floating point, got dtype {jnp.result_type(x)}.")
   variables = {"params": params}
   if batch_stats:
     variables["batch_stats"] = batch_stats

@@ -13,7 +13,10 @@ import hashlib
 import json
 import logging
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any
+from typing import Callable
+from typing import Optional
+from typing import Sequence
 
 import jax
 import numpy as np
@@ -21,7 +24,9 @@ import numpy as np
 from oeu_jax import data as data_lib
 from oeu_jax import evaluate as evaluate_lib
 from oeu_jax import methods as methods_lib
-from oeu_jax import metrics, models, quantization
+from oeu_jax import metrics
+from oeu_jax import models
+from oeu_jax import quantization
 from oeu_jax import train as train_lib
 from oeu_jax import unlearn as unlearn_lib
 
@@ -83,8 +88,17 @@ _TRAIN_DEFAULTS = {
                                       augment=True),
     "svhn_cropped": train_lib.TrainConfig(epochs=50, batch_size=256, lr=0.1),
 }
+# Unlearning budgets per (dataset, scenario); others use METHOD.md §2 (SGD
+# 0.01, batch 256, 10 epochs). As in the SalUn and Q-MUL harnesses the budget
+# is tuned per scenario. Digits grid (OEU, seed 0, w4a8 CNN; see RESULTS.md):
+# batch {64, 128, 256} x lr
+# {0.01, 0.02, 0.05}. Class-wise: the 256-example batch gives only 60 steps
+# and UA 85 (Retrain 100); batch 64 / lr 0.02 gives UA 100 (seeds 0-2: 100,
+# 92.5, 97.3). Random 10%: batch 64 over-forgets (MIA 22-43 vs Retrain 1-4),
+# while the METHOD default keeps MIA at 4.9 and the avg gap at 1.35.
 _UNLEARN_DEFAULTS = {
-    "digits": unlearn_lib.UnlearnConfig(epochs=10, batch_size=256, lr=0.01),
+    ("digits", "class"): unlearn_lib.UnlearnConfig(epochs=10, batch_size=64,
+                                                   lr=0.02),
 }
 
 
@@ -93,9 +107,19 @@ def default_train(dataset: str) -> train_lib.TrainConfig:
   return _TRAIN_DEFAULTS.get(dataset, train_lib.TrainConfig())
 
 
-def default_unlearn(dataset: str) -> unlearn_lib.UnlearnConfig:
-  """The unlearning budget for ``dataset`` (METHOD.md §2 unless scaled)."""
-  return _UNLEARN_DEFAULTS.get(dataset, unlearn_lib.UnlearnConfig())
+def default_unlearn(dataset: str,
+                    scenario: str = "random") -> unlearn_lib.UnlearnConfig:
+  """The unlearning budget for ``dataset`` and ``scenario``.
+
+  Args:
+    dataset: a dataset name.
+    scenario: ``"random"`` or ``"class"``.
+
+  Returns:
+    The tuned entry of ``_UNLEARN_DEFAULTS``, else METHOD.md §2's default.
+  """
+  return _UNLEARN_DEFAULTS.get((dataset, scenario),
+                               unlearn_lib.UnlearnConfig())
 
 
 def resolve(config: RunConfig) -> RunConfig:
@@ -124,7 +148,8 @@ def resolve(config: RunConfig) -> RunConfig:
   cfg = dataclasses.replace(
       config,
       train=config.train or default_train(config.dataset),
-      unlearn=config.unlearn or default_unlearn(config.dataset))
+      unlearn=config.unlearn or default_unlearn(config.dataset,
+                                                     config.scenario))
   train_lib.validate_config(cfg.train)
   unlearn_lib.validate_config(cfg.unlearn)
   if cfg.optimizer.name not in methods_lib.OPTIMIZERS:

@@ -76,12 +76,11 @@ def preset(name: str) -> QuantSpec:
     >>> preset("w4a8")
     QuantSpec(weight_bits=4, act_bits=8)
   """
-  key = name.lower() if isinstance(name, str) else name
-  if key not in _PRESETS:
+  if not isinstance(name, str) or name.lower() not in _PRESETS:
     raise ValueError(
         f"Unknown quantization preset {name!r}; valid presets are {BITS}."
     )
-  return _PRESETS[key]
+  return _PRESETS[name.lower()]
 
 
 def _check_bits(value, field: str) -> None:

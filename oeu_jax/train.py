@@ -14,15 +14,21 @@ References:
 import functools
 import logging
 import time
-from typing import Any, Callable, NamedTuple, Optional
+from typing import Any
+from typing import Callable
+from typing import NamedTuple
+from typing import Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from oeu_jax import checkpointing, losses, models, transforms
+from oeu_jax import checkpointing
 from oeu_jax import data as data_lib
+from oeu_jax import losses
+from oeu_jax import models
+from oeu_jax import transforms
 
 Array = jax.Array
 
@@ -39,6 +45,12 @@ class TrainConfig(NamedTuple):
       (PyTorch SGD convention).
     augment: random crop (pad 4) and horizontal flip; for 32x32 RGB data.
     checkpoint_every: steps between checkpoints when a directory is given.
+    skip_nonfinite: False: a non-finite loss, gradient or parameter stops
+      training with ``FloatingPointError`` naming the step (the last good
+      checkpoint is kept). True: that step's update is dropped (parameters,
+      batch stats and optimizer state unchanged, as with
+      ``optax.apply_if_finite``) and training goes on; the count is in
+      ``TrainResult.skipped_steps``.
   """
   epochs: int = 30
   batch_size: int = 64
@@ -47,6 +59,7 @@ class TrainConfig(NamedTuple):
   weight_decay: float = 5e-4
   augment: bool = False
   checkpoint_every: int = 200
+  skip_nonfinite: bool = False
 
 
 class TrainState(NamedTuple):
@@ -68,6 +81,7 @@ class TrainResult(NamedTuple):
   seconds: float
   compile_seconds: float
   losses: np.ndarray
+  skipped_steps: int = 0
 
 
 def validate_config(config: TrainConfig) -> None:
@@ -83,6 +97,10 @@ def validate_config(config: TrainConfig) -> None:
     raise ValueError(f"momentum must be in [0, 1), got {config.momentum}")
   if not (np.isfinite(config.weight_decay) and config.weight_decay >= 0):
     raise ValueError(f"weight_decay must be >= 0, got {config.weight_decay}")
+  if (int(config.checkpoint_every) != config.checkpoint_every
+      or config.checkpoint_every <= 0):
+    raise ValueError(f"checkpoint_every must be an integer > 0, got "
+                     f"{config.checkpoint_every}")
 
 
 def sgd(lr: float | optax.Schedule, *, momentum: float,
@@ -108,17 +126,20 @@ def augment_batch(rng: Array, x: Array) -> Array:
 
 
 def make_train_step(model, tx: optax.GradientTransformation, *,
-                    augment: bool = False) -> Callable:
+                    augment: bool = False,
+                    skip_nonfinite: bool = False) -> Callable:
   """Builds the pure training step ``(state, x_all, y_all, idx) -> state, m``.
 
   Args:
     model: a Flax module from :func:`oeu_jax.models.build_model`.
     tx: the optax optimizer.
     augment: apply :func:`augment_batch`.
+    skip_nonfinite: when the step is not finite, return the input state with
+      only ``step`` advanced (see :class:`TrainConfig`).
 
   Returns:
     A pure function; jit it (it is jitted by :func:`fit`). ``m`` holds the
-    batch loss and whether loss and gradients were finite.
+    batch loss and whether loss, gradients and new parameters were finite.
   """
 
   def step(state: TrainState, x_all: Array, y_all: Array, idx: Array):
@@ -136,9 +157,14 @@ def make_train_step(model, tx: optax.GradientTransformation, *,
         state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    finite = jnp.isfinite(loss) & transforms.tree_is_finite(grads)
+    finite = jnp.isfinite(loss) & transforms.tree_is_finite((grads, params))
     new_state = TrainState(params, new_bs, opt_state, state.step + 1,
                            state.rng)
+    if skip_nonfinite:
+      # The step still counts (batch order and rng stay a function of it).
+      kept = state._replace(step=state.step + 1)
+      new_state = jax.tree.map(lambda a, b: jnp.where(finite, a, b),
+                               new_state, kept)
     return new_state, {"loss": loss, "finite": finite}
 
   return step
@@ -176,49 +202,60 @@ def make_optimizer(config: TrainConfig, total_steps: int):
 def fit(model, x: np.ndarray, y: np.ndarray, *, config: TrainConfig,
         seed: int, checkpoint_dir: Optional[str] = None,
         progress: bool = False, desc: str = "train",
-        init_params: Optional[Any] = None) -> TrainResult:
+        init_params: Optional[Any] = None,
+        resume: bool = True) -> TrainResult:
   """Trains ``model`` on ``(x, y)`` from scratch (QAT when it is quantized).
 
   Args:
     model: a Flax module from :func:`oeu_jax.models.build_model`.
-    x: ``(N, H, W, C)`` float32 images.
-    y: ``(N,)`` int labels.
+    x: ``(N, H, W, C)`` finite images.
+    y: ``(N,)`` int labels in ``[0, model.num_classes)``.
     config: the recipe.
     seed: seeds initialization, batch order and augmentation.
     checkpoint_dir: when given, the state is saved every
-      ``config.checkpoint_every`` steps and at the end, and training resumes
-      from the latest checkpoint found there.
+      ``config.checkpoint_every`` steps and at the end. A finished run found
+      there is returned as is; an unfinished one is resumed (see ``resume``).
     progress: show a tqdm progress bar.
     desc: progress-bar label.
     init_params: unused hook kept ``None`` (initialization comes from seed).
+    resume: continue an unfinished run found in ``checkpoint_dir`` from its
+      latest checkpoint (bit-identical to an uninterrupted run). False: such
+      a run is an error instead of being continued silently.
 
   Returns:
     A :class:`TrainResult`.
 
   Raises:
-    ValueError: bad config, empty data, or a non-finite loss (naming the step).
+    ValueError: bad config or data, or an unfinished run in
+      ``checkpoint_dir`` with ``resume=False``.
+    CheckpointError: a checkpoint that is corrupt, does not fit the model, or
+      lies past this run's last step (naming the path).
+    FloatingPointError: a non-finite loss, gradient or parameter (naming the
+      step) unless ``config.skip_nonfinite``.
   """
   del init_params
   validate_config(config)
-  if len(x) == 0 or len(x) != len(y):
-    raise ValueError(f"need a non-empty training set with as many labels as "
-                     f"images, got {len(x)} images and {len(y)} labels")
+  x, y = data_lib.validate_arrays(
+      x, y, getattr(model, "num_classes", None) or
+      max(2, int(np.max(y, initial=0)) + 1))
+  if len(x) == 0:
+    raise ValueError("need a non-empty training set, got 0 examples")
   n = len(x)
   spe = steps_per_epoch(n, config.batch_size)
   total = spe * int(config.epochs)
+  last = resume_step(checkpoint_dir, total, resume=resume)
   tx = make_optimizer(config, total)
   state = init_state(model, jax.random.PRNGKey(seed), x.shape[1:], tx)
-  if checkpoint_dir is not None:
-    last = checkpointing.latest_step(checkpoint_dir)
-    if last is not None:
-      state = checkpointing.restore_checkpoint(checkpoint_dir, state, step=last)
-      logging.info("resumed %s from step %d", desc, last)
+  if last is not None:
+    state = checkpointing.restore_checkpoint(checkpoint_dir, state, step=last)
+    logging.info("resumed %s from step %d", desc, last)
 
   x_dev, y_dev = jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.int32)
   start = int(state.step)
   if start >= total:  # A finished run restored from its checkpoint.
     return TrainResult(state, 0.0, 0.0, np.zeros((0,), np.float32))
-  step_fn = jax.jit(make_train_step(model, tx, augment=config.augment),
+  step_fn = jax.jit(make_train_step(model, tx, augment=config.augment,
+                                    skip_nonfinite=config.skip_nonfinite),
                     donate_argnums=(0,))
   t0 = time.perf_counter()
   compiled = step_fn.lower(state, x_dev, y_dev,
@@ -226,15 +263,18 @@ def fit(model, x: np.ndarray, y: np.ndarray, *, config: TrainConfig,
                                                      seed, 0))).compile()
   compile_s = time.perf_counter() - t0
   losses_seen = []
+  skipped = 0
   bar = _progress(range(start, total), progress, desc)
   t1 = time.perf_counter()
   for s in bar:
     idx = jnp.asarray(batch_indices(n, config.batch_size, seed, s))
     state, m = compiled(state, x_dev, y_dev, idx)
     if not bool(m["finite"]):
-      raise FloatingPointError(
-          f"{desc}: non-finite loss or gradient at step {s}; the last good "
-          f"checkpoint is kept in {checkpoint_dir}")
+      if not config.skip_nonfinite:
+        raise FloatingPointError(
+            f"{desc}: non-finite loss, gradient or parameter at training "
+            f"step {s}{kept_note(checkpoint_dir)}")
+      skipped += 1
     losses_seen.append(m["loss"])
     if checkpoint_dir is not None and (s + 1) % config.checkpoint_every == 0:
       checkpointing.save_checkpoint(checkpoint_dir, s + 1, state)
@@ -243,9 +283,59 @@ def fit(model, x: np.ndarray, y: np.ndarray, *, config: TrainConfig,
   if checkpoint_dir is not None and checkpointing.latest_step(
       checkpoint_dir) != total:
     checkpointing.save_checkpoint(checkpoint_dir, total, state)
+  if skipped:
+    logging.warning("%s: skipped %d of %d steps with non-finite values",
+                    desc, skipped, total - start)
   return TrainResult(state, seconds, compile_s,
                      np.asarray(jnp.stack(losses_seen)) if losses_seen else
-                     np.zeros((0,), np.float32))
+                     np.zeros((0,), np.float32), skipped)
+
+
+def resume_step(checkpoint_dir: Optional[str], total: int, *,
+                resume: bool) -> Optional[int]:
+  """The step to restore from ``checkpoint_dir`` before running ``total``.
+
+  Shared by :func:`fit` and :func:`oeu_jax.unlearn.unlearn`.
+
+  Args:
+    checkpoint_dir: the run's checkpoint directory, or None.
+    total: the run's number of steps.
+    resume: whether an unfinished run may be continued.
+
+  Returns:
+    The latest complete step (``total`` for a finished run), or None when
+    there is nothing to restore.
+
+  Raises:
+    ValueError: an unfinished run and ``resume=False``.
+    CheckpointError: a checkpoint past ``total``.
+  """
+  if checkpoint_dir is None:
+    return None
+  last = checkpointing.latest_step(checkpoint_dir)
+  if last is None:
+    return None
+  if last > total:
+    raise checkpointing.CheckpointError(
+        f"{checkpoint_dir} holds a checkpoint of step {last}, past the "
+        f"{total} steps of this run (written with another config?); use "
+        f"another directory")
+  if last < total and not resume:
+    raise ValueError(
+        f"{checkpoint_dir} holds an unfinished run (checkpoint at step "
+        f"{last} of {total}): rerun with --resume (resume=True) to continue "
+        f"it, or delete that directory to start over")
+  return last
+
+
+def kept_note(checkpoint_dir: Optional[str]) -> str:
+  """Where the last good state is, for non-finite errors (naming the path)."""
+  if checkpoint_dir is None:
+    return " (no checkpoint directory was given)"
+  last = checkpointing.latest_step(checkpoint_dir)
+  if last is None:
+    return f"; no checkpoint was saved yet in {checkpoint_dir}"
+  return f"; the last good checkpoint is step {last} in {checkpoint_dir}"
 
 
 def _progress(it, enabled: bool, desc: str):

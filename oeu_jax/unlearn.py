@@ -14,16 +14,20 @@ import dataclasses
 import logging
 import math
 import time
-from typing import Any, NamedTuple, Optional
+from typing import Any
+from typing import NamedTuple
+from typing import Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from oeu_jax import checkpointing, transforms
+from oeu_jax import checkpointing
 from oeu_jax import data as data_lib
 from oeu_jax import methods as methods_lib
+from oeu_jax import train as train_lib
+from oeu_jax import transforms
 
 Array = jax.Array
 
@@ -42,12 +46,18 @@ class UnlearnConfig:
     pairing: ``"max"``: an epoch covers the larger set (default, METHOD.md);
       ``"forget"``: an epoch covers the forget set once.
     checkpoint_every: steps between checkpoints when a directory is given.
+    skip_nonfinite: False: a non-finite loss or update stops unlearning with
+      ``FloatingPointError`` naming the step (the last good checkpoint is
+      kept). True: that step's update is dropped (as with
+      ``optax.apply_if_finite``) and unlearning goes on; the count is
+      ``metrics["skipped_steps"]`` of the result.
   """
   epochs: int = 10
   batch_size: int = 256
   lr: float = 0.01
   pairing: str = "max"
   checkpoint_every: int = 50
+  skip_nonfinite: bool = False
 
 
 class UnlearnState(NamedTuple):
@@ -79,6 +89,10 @@ def validate_config(config: UnlearnConfig) -> None:
   if config.pairing not in PAIRINGS:
     raise ValueError(f"pairing must be one of {PAIRINGS}, got "
                      f"{config.pairing!r}")
+  if (int(config.checkpoint_every) != config.checkpoint_every
+      or config.checkpoint_every <= 0):
+    raise ValueError(f"checkpoint_every must be an integer > 0, got "
+                     f"{config.checkpoint_every}")
 
 
 def steps_per_epoch(num_forget: int, num_retain: int,
@@ -119,8 +133,13 @@ def step_indices(num_forget: int, num_retain: int, config: UnlearnConfig,
           cycled_indices(num_retain, br, seed, epoch, k, 2))
 
 
-def make_step(method: methods_lib.Method, tx: optax.GradientTransformation):
-  """The pure unlearning step ``(state, fx, fy, rx, ry, fi, ri) -> state, m``."""
+def make_step(method: methods_lib.Method, tx: optax.GradientTransformation,
+              *, skip_nonfinite: bool = False):
+  """The pure unlearning step ``(state, fx, fy, rx, ry, fi, ri) -> state, m``.
+
+  With ``skip_nonfinite``, a step whose update or metrics are not finite
+  returns the input state with only ``step`` advanced.
+  """
 
   def step(state: UnlearnState, fx, fy, rx, ry, f_idx, r_idx):
     fb = methods_lib.Batch(fx[f_idx], fy[f_idx], f_idx)
@@ -136,6 +155,11 @@ def make_step(method: methods_lib.Method, tx: optax.GradientTransformation):
         (updates, [v for v in out.metrics.values()]))
     new_state = UnlearnState(params, out.batch_stats, opt_state,
                              out.method_state, state.step + 1, state.rng)
+    if skip_nonfinite:
+      # The step still counts (batch order and rng stay a function of it).
+      kept = state._replace(step=state.step + 1)
+      new_state = jax.tree.map(
+          lambda a, b: jnp.where(metrics["finite"], a, b), new_state, kept)
     return new_state, metrics
 
   return step
@@ -151,10 +175,24 @@ class UnlearnData(NamedTuple):
 
 def make_data(x: np.ndarray, y: np.ndarray, forget_idx: np.ndarray,
               retain_idx: np.ndarray) -> UnlearnData:
-  """Gathers D_f and D_r onto the device."""
+  """Gathers D_f and D_r onto the device.
+
+  Raises:
+    ValueError: bad images or labels (see
+      :func:`oeu_jax.data.validate_arrays`), an empty forget or retain set,
+      or indices that are out of range or shared by both sets.
+  """
+  x, y = data_lib.validate_arrays(x, y, max(2, int(np.max(y, initial=0)) + 1))
+  forget_idx, retain_idx = np.asarray(forget_idx), np.asarray(retain_idx)
   if len(forget_idx) == 0 or len(retain_idx) == 0:
     raise ValueError(f"forget and retain sets must be non-empty, got "
                      f"{len(forget_idx)} and {len(retain_idx)} examples")
+  for name, idx in (("forget_idx", forget_idx), ("retain_idx", retain_idx)):
+    if (idx.ndim != 1 or not np.issubdtype(idx.dtype, np.integer)
+        or idx.min() < 0 or idx.max() >= len(y)):
+      raise ValueError(f"{name} must be 1-D integer indices in [0, {len(y)})")
+  if np.intersect1d(forget_idx, retain_idx).size:
+    raise ValueError("forget_idx and retain_idx overlap")
   return UnlearnData(jnp.asarray(x[forget_idx], jnp.float32),
                      jnp.asarray(y[forget_idx], jnp.int32),
                      jnp.asarray(x[retain_idx], jnp.float32),
@@ -172,7 +210,7 @@ def init_state(method: methods_lib.Method, model, params, batch_stats,
   k_prep, k_run = jax.random.split(key)
   mstate = method.prepare(methods_lib.PrepareInputs(
       model, params, batch_stats, data.forget_x, data.forget_y, data.retain_x,
-      data.retain_y, num_classes, spe, k_prep))
+      data.retain_y, num_classes, spe, k_prep, total))
   schedule = optax.cosine_decay_schedule(config.lr, max(total, 1))
   tx = method.make_tx(schedule, mstate)
   state = UnlearnState(params, batch_stats, tx.init(params), mstate,
@@ -184,7 +222,7 @@ def unlearn(method: methods_lib.Method, model, params, batch_stats,
             data: UnlearnData, *, config: UnlearnConfig = UnlearnConfig(),
             num_classes: int, seed: int = 0,
             checkpoint_dir: Optional[str] = None,
-            progress: bool = False) -> UnlearnResult:
+            progress: bool = False, resume: bool = True) -> UnlearnResult:
   """Runs ``method`` from the original weights for ``config.epochs`` epochs.
 
   Args:
@@ -196,40 +234,47 @@ def unlearn(method: methods_lib.Method, model, params, batch_stats,
     config: budget and schedule.
     num_classes: K.
     seed: batch order and method randomness.
-    checkpoint_dir: save every ``config.checkpoint_every`` steps and resume
-      from the latest checkpoint there.
+    checkpoint_dir: save every ``config.checkpoint_every`` steps and at the
+      end. A finished run found there is returned as is; an unfinished one
+      is resumed (see ``resume``).
     progress: tqdm bar.
+    resume: continue an unfinished run found in ``checkpoint_dir`` from its
+      latest checkpoint (bit-identical to an uninterrupted run). False: such
+      a run is an error instead of being continued silently.
 
   Returns:
     An :class:`UnlearnResult`; ``seconds`` excludes compilation,
     ``compile_seconds`` is the ahead-of-time compile time.
 
   Raises:
-    ValueError: bad config; FloatingPointError: a non-finite loss or update
-      (naming the step; the last good checkpoint is kept).
+    ValueError: bad config, or an unfinished run in ``checkpoint_dir`` with
+      ``resume=False``.
+    CheckpointError: a corrupt or mismatched checkpoint (naming the path).
+    FloatingPointError: a non-finite loss or update (naming the step; the
+      last good checkpoint is kept) unless ``config.skip_nonfinite``.
   """
   validate_config(config)
   nf, nr = len(data.forget_y), len(data.retain_y)
   spe = steps_per_epoch(nf, nr, config)
   total = spe * int(config.epochs)
+  last = train_lib.resume_step(checkpoint_dir, total, resume=resume)
   state, tx = init_state(method, model, params, batch_stats, data,
                          config=config, num_classes=num_classes, seed=seed)
-  if checkpoint_dir is not None:
-    last = checkpointing.latest_step(checkpoint_dir)
-    if last is not None:
-      state = checkpointing.restore_checkpoint(checkpoint_dir, state,
-                                               step=last)
-      logging.info("resumed %s from step %d", method.name, last)
+  if last is not None:
+    state = checkpointing.restore_checkpoint(checkpoint_dir, state, step=last)
+    logging.info("resumed %s from step %d", method.name, last)
   start = int(state.step)
   if start >= total:  # A finished run restored from its checkpoint.
     return UnlearnResult(state, 0.0, 0.0, {})
-  step_fn = jax.jit(make_step(method, tx))
+  step_fn = jax.jit(make_step(method, tx,
+                              skip_nonfinite=config.skip_nonfinite))
   fi, ri = step_indices(nf, nr, config, seed, 0)
   t0 = time.perf_counter()
   compiled = step_fn.lower(state, *data, jnp.asarray(fi),
                            jnp.asarray(ri)).compile()
   compile_s = time.perf_counter() - t0
   history = []
+  skipped = 0
   it = range(start, total)
   if progress:
     from tqdm.auto import tqdm  # Only the CLI shows bars.
@@ -239,10 +284,13 @@ def unlearn(method: methods_lib.Method, model, params, batch_stats,
     fi, ri = step_indices(nf, nr, config, seed, s)
     state, m = compiled(state, *data, jnp.asarray(fi), jnp.asarray(ri))
     if not bool(m["finite"]):
-      raise FloatingPointError(
-          f"{method.name}: non-finite loss or update at unlearning step {s}; "
-          f"the last good checkpoint is kept in {checkpoint_dir}")
-    history.append(m)
+      if not config.skip_nonfinite:
+        raise FloatingPointError(
+            f"{method.name}: non-finite loss or update at unlearning step "
+            f"{s}{train_lib.kept_note(checkpoint_dir)}")
+      skipped += 1
+    else:
+      history.append(m)
     if checkpoint_dir is not None and (s + 1) % config.checkpoint_every == 0:
       checkpointing.save_checkpoint(checkpoint_dir, s + 1, state)
   jax.block_until_ready(state)
@@ -252,4 +300,8 @@ def unlearn(method: methods_lib.Method, model, params, batch_stats,
     checkpointing.save_checkpoint(checkpoint_dir, total, state)
   summary = {k: float(np.mean([float(h[k]) for h in history]))
              for k in (history[0] if history else {}) if k != "finite"}
+  if skipped:
+    summary["skipped_steps"] = skipped
+    logging.warning("%s: skipped %d of %d steps with non-finite values",
+                    method.name, skipped, total - start)
   return UnlearnResult(state, seconds, compile_s, summary)

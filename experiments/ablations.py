@@ -1,0 +1,29 @@
+"""OEU ablations: forget objective x (projection | scalar reweighting).
+
+Rows: RL (random labels, plain sum), RL + projection (``rl_proj``), Q-MUL
+(similar labels + scalar reweighting), similar labels + projection
+(``sl_proj``), entropy + scalar reweighting (``oeu_scalar``), entropy
+without projection (``oeu_no_proj``) and OEU (entropy + projection).
+Mirrors the OEU paper's ablation: which of its two parts (entropy forget
+loss, orthogonal projection) carries the gain. Paper scale: ResNet-18 W4A8,
+CIFAR-10, random 10%, 3 seeds; quick: digits CNN on CPU.
+
+Command::
+
+    python -m experiments.run ablations            # CIFAR-10, GPU
+    python -m experiments.run ablations --quick    # digits, CPU minutes
+
+Result here: not run yet.
+"""
+
+from experiments import common
+
+
+def configs(quick: bool = False) -> dict:
+  if quick:
+    return {"digits_random10": common.quick(common.make(
+        dataset="digits", model="cnn", methods=common.ABLATIONS,
+        scenario="random", forget_ratio=0.1))}
+  return {"cifar10_random10": common.make(
+      dataset="cifar10", model="resnet18", bits="w4a8",
+      methods=common.ABLATIONS, scenario="random", forget_ratio=0.1)}

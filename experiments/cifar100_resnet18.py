@@ -1,0 +1,36 @@
+"""ResNet-18 (CIFAR stem) at W4A8 on CIFAR-100: the paper-scale comparison.
+
+Mirrors Q-MUL's main table (ResNet-18, W4A8, first conv and classifier in
+float) in SalUn's layout: random 10% forgetting and class-wise forgetting
+(class 0), all baselines, Q-MUL and OEU, 3 seeds. Budgets: Original and
+Retrain from :func:`oeu_jax.pipeline.default_train` (SGD 0.1, cosine),
+unlearning 10 epochs, batch 256, lr 0.01 (Q-MUL harness). Needs the TFDS
+dataset ``cifar100`` prepared in the TFDS data dir (no download at run time)
+and a GPU.
+
+Command::
+
+    python -m experiments.run cifar100_resnet18 --workdir runs/cifar100_resnet18
+    python -m experiments.run cifar100_resnet18 --variant random10
+    python -m experiments.run cifar100_resnet18 --quick   # width 1/8, 2k images
+
+Result here: not run yet.
+"""
+
+from experiments import common
+
+DATASET = "cifar100"
+
+
+def configs(quick: bool = False) -> dict:
+  base = dict(dataset=DATASET, model="resnet18", bits="w4a8",
+              methods=common.BASELINES)
+  out = {"random10": common.make(**base, scenario="random",
+                                 forget_ratio=0.1),
+         "class0": common.make(**base, scenario="class", forget_class=0)}
+  if quick:
+    out = {k: common.quick(v, train_epochs=2, unlearn_epochs=1,
+                           max_examples=2048,
+                           model_kwargs=(("width", 0.125),))
+           for k, v in out.items()}
+  return out

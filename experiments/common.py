@@ -1,0 +1,84 @@
+"""Pieces shared by the experiment configs: method lists, budgets, paths.
+
+Budgets come from :mod:`oeu_jax.pipeline` (``default_train`` /
+``default_unlearn``: the Q-MUL harness at paper scale); ``quick`` shrinks
+any experiment to CPU minutes.
+"""
+
+import dataclasses
+from pathlib import Path
+from typing import Optional
+
+from oeu_jax import pipeline
+from oeu_jax import train as train_lib
+from oeu_jax import unlearn as unlearn_lib
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+# The MNIST test set as IDX files, kept beside the repository.
+MNIST_T10K = REPO_ROOT.parent / "shared" / "data" / "mnist-t10k"
+
+# The comparison table: SalUn's baselines, Q-MUL and OEU.
+BASELINES = ("ft", "ga", "rl", "neggrad_plus", "l1_sparse", "salun", "scrub",
+             "qmul", "oeu")
+# The OEU ablation table: forget objective x (projection | reweighting).
+ABLATIONS = ("rl", "rl_proj", "qmul", "sl_proj", "oeu_scalar", "oeu_no_proj",
+             "oeu")
+PAPER_SEEDS = (0, 1, 2)
+QUICK_SEEDS = (0,)
+
+
+def method_hparams(methods: tuple, unlearn: unlearn_lib.UnlearnConfig,
+                   extra: tuple = ()) -> tuple:
+  """``RunConfig.method_hparams`` for ``methods``.
+
+  l1-sparse's penalty decays over the unlearning epochs, so it is given
+  them here, from the same ``UnlearnConfig`` the run uses.
+  """
+  out = dict(extra)
+  if "l1_sparse" in methods:
+    l1 = dict(out.get("l1_sparse", ()))
+    l1.setdefault("epochs", unlearn.epochs)
+    out["l1_sparse"] = tuple(sorted(l1.items()))
+  return tuple(sorted(out.items()))
+
+
+def make(*, dataset: str, model: str, methods: tuple,
+         scenario: str = "random", forget_ratio: Optional[float] = 0.1,
+         forget_class: Optional[int] = None, bits: str = "w4a8",
+         seeds: tuple = PAPER_SEEDS, data_dir: Optional[str] = None,
+         model_kwargs: tuple = (),
+         train: Optional[train_lib.TrainConfig] = None,
+         unlearn: Optional[unlearn_lib.UnlearnConfig] = None,
+         max_examples: Optional[int] = None) -> pipeline.RunConfig:
+  """A RunConfig with budgets resolved (so method hparams can see them)."""
+  train = train or pipeline.default_train(dataset)
+  unlearn = unlearn or pipeline.default_unlearn(dataset)
+  if scenario == "class":
+    forget_ratio = None
+  return pipeline.RunConfig(
+      dataset=dataset, data_dir=data_dir, model=model, bits=bits,
+      model_kwargs=model_kwargs, scenario=scenario,
+      forget_ratio=forget_ratio, forget_class=forget_class, methods=methods,
+      seeds=seeds, train=train, unlearn=unlearn,
+      method_hparams=method_hparams(methods, unlearn),
+      max_examples=max_examples)
+
+
+def quick(cfg: pipeline.RunConfig, *, train_epochs: int = 5,
+          unlearn_epochs: int = 2, max_examples: Optional[int] = None,
+          model_kwargs: Optional[tuple] = None) -> pipeline.RunConfig:
+  """Shrinks an experiment to CPU minutes: fewer epochs, one seed."""
+  train = cfg.train._replace(epochs=min(cfg.train.epochs, train_epochs))
+  unlearn = dataclasses.replace(
+      cfg.unlearn, epochs=min(cfg.unlearn.epochs, unlearn_epochs))
+  # Keep any tuned hyperparameters; re-derive l1-sparse's epochs.
+  extra = tuple((m, tuple((k, v) for k, v in kv
+                          if (m, k) != ("l1_sparse", "epochs")))
+                for m, kv in cfg.method_hparams)
+  return dataclasses.replace(
+      cfg, seeds=QUICK_SEEDS, train=train, unlearn=unlearn,
+      method_hparams=method_hparams(cfg.methods, unlearn, extra),
+      max_examples=max_examples if max_examples is not None
+      else cfg.max_examples,
+      model_kwargs=cfg.model_kwargs if model_kwargs is None
+      else model_kwargs)

@@ -1,0 +1,117 @@
+"""SIGKILL at an arbitrary step, resume, and get the same bits (CPU).
+
+A real subprocess trains a tiny quantized (W4A8) CNN on digits, then runs
+OEU from it, checkpointing every few steps. One process runs uninterrupted;
+another is killed with SIGKILL as soon as its first training checkpoint
+appears, restarted and killed again as soon as its first unlearning
+checkpoint appears, then restarted to the end. Every leaf of the final
+training and unlearning states (parameters, optimizer and method state, step,
+rng) must equal the uninterrupted run's, bit for bit.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from oeu_jax import checkpointing
+
+TRAIN_STEPS = 30  # 240 examples, batch 16, 2 epochs.
+UNLEARN_STEPS = 24  # max(48/16, 192/16) = 12 steps per epoch, 2 epochs.
+
+SCRIPT = """
+import logging, sys
+import jax, numpy as np
+from oeu_jax import data, methods, models, train, unlearn
+
+logging.basicConfig(level=logging.INFO, stream=sys.stderr, force=True)
+logging.getLogger("absl").setLevel(logging.WARNING)  # orbax's chatter.
+workdir, out = sys.argv[1], sys.argv[2]
+ds = data.load_dataset("digits", max_examples=240)
+model = models.build_model("cnn", num_classes=10, bits="w4a8")
+fit = train.fit(model, ds.train_x, ds.train_y, seed=3,
+                config=train.TrainConfig(epochs=2, batch_size=16,
+                                         checkpoint_every=3),
+                checkpoint_dir=workdir + "/train", resume=True)
+split = data.make_split(ds, "random", forget_ratio=0.2, seed=3)
+udata = unlearn.make_data(ds.train_x, ds.train_y, split.forget_idx,
+                          split.retain_idx)
+res = unlearn.unlearn(methods.build_method("oeu", model), model,
+                      fit.state.params, fit.state.batch_stats, udata,
+                      config=unlearn.UnlearnConfig(epochs=2, batch_size=16,
+                                                   checkpoint_every=3),
+                      num_classes=10, seed=3,
+                      checkpoint_dir=workdir + "/unlearn", resume=True)
+leaves = jax.tree.leaves((fit.state, res.state))
+moved = not all(np.array_equal(a, b) for a, b in zip(
+    jax.tree.leaves(fit.state.params), jax.tree.leaves(res.state.params)))
+np.savez(out, *[np.asarray(x) for x in leaves],
+         steps=np.array([fit.state.step, res.state.step]), moved=moved)
+"""
+
+
+def _start(script: Path, workdir: Path, out: Path, log: Path):
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  with open(log, "w") as f:
+    return subprocess.Popen([sys.executable, str(script), str(workdir),
+                             str(out)], stdout=f, stderr=subprocess.STDOUT,
+                            env=env)
+
+
+def _kill_at_first_checkpoint(proc, ckpt_dir: Path, log: Path) -> int:
+  """SIGKILLs ``proc`` once a step appears in ``ckpt_dir``; returns it."""
+  deadline = time.monotonic() + 120
+  while time.monotonic() < deadline:
+    assert proc.poll() is None, log.read_text()  # Still mid-run.
+    steps = checkpointing.available_steps(ckpt_dir)
+    if steps:
+      proc.send_signal(signal.SIGKILL)
+      proc.wait()
+      return steps[-1]
+    time.sleep(0.02)
+  proc.kill()
+  raise AssertionError(f"no checkpoint in {ckpt_dir}: {log.read_text()}")
+
+
+def _finish(proc, log: Path) -> None:
+  assert proc.wait(timeout=300) == 0, log.read_text()
+
+
+def test_sigkill_and_resume_is_bit_identical(tmp_path):
+  script = tmp_path / "run.py"
+  script.write_text(SCRIPT)
+  straight = _start(script, tmp_path / "a", tmp_path / "a.npz",
+                    tmp_path / "a.log")
+
+  work = tmp_path / "b"
+  log1, log2, log3 = (tmp_path / f"b{i}.log" for i in (1, 2, 3))
+  proc = _start(script, work, tmp_path / "b.npz", log1)
+  _kill_at_first_checkpoint(proc, work / "train", log1)
+  killed_at = checkpointing.latest_step(work / "train")
+  assert 0 < killed_at < TRAIN_STEPS, killed_at
+
+  proc = _start(script, work, tmp_path / "b.npz", log2)
+  _kill_at_first_checkpoint(proc, work / "unlearn", log2)
+  assert f"resumed train from step {killed_at}" in log2.read_text()
+  assert checkpointing.latest_step(work / "train") == TRAIN_STEPS
+  unlearn_killed_at = checkpointing.latest_step(work / "unlearn")
+  assert 0 < unlearn_killed_at < UNLEARN_STEPS, unlearn_killed_at
+
+  proc = _start(script, work, tmp_path / "b.npz", log3)
+  _finish(proc, log3)
+  text = log3.read_text()
+  assert f"resumed train from step {TRAIN_STEPS}" in text
+  assert f"resumed oeu from step {unlearn_killed_at}" in text
+  _finish(straight, tmp_path / "a.log")
+
+  want, got = np.load(tmp_path / "a.npz"), np.load(tmp_path / "b.npz")
+  assert len(want.files) == len(got.files) > 10
+  for name in want.files:
+    assert want[name].dtype == got[name].dtype, name
+    np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+  np.testing.assert_array_equal(want["steps"], [TRAIN_STEPS, UNLEARN_STEPS])
+  assert want["moved"]  # Unlearning changed the weights.
