@@ -52,7 +52,7 @@ def make(*, dataset: str, model: str, methods: tuple,
          max_examples: Optional[int] = None) -> pipeline.RunConfig:
   """A RunConfig with budgets resolved (so method hparams can see them)."""
   train = train or pipeline.default_train(dataset)
-  unlearn = unlearn or pipeline.default_unlearn(dataset)
+  unlearn = unlearn or pipeline.default_unlearn(dataset, scenario)
   if scenario == "class":
     forget_ratio = None
   return pipeline.RunConfig(

@@ -54,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
                  help="run only this variant (repeatable)")
   p.add_argument("--no-progress", action="store_true",
                  help="hide progress bars")
+  p.add_argument("--resume", action="store_true",
+                 help="continue interrupted runs from their checkpoints")
   return p
 
 
@@ -68,7 +70,7 @@ def load_configs(name: str, quick: bool) -> dict:
 
 def run_experiment(name: str, workdir: Path, *, quick: bool = False,
                    variants: Optional[Sequence[str]] = None,
-                   progress: bool = True) -> list:
+                   progress: bool = True, resume: bool = False) -> list:
   """Runs the variants of ``name``; returns all records (with ``variant``)."""
   configs = load_configs(name, quick)
   if variants:
@@ -90,7 +92,7 @@ def run_experiment(name: str, workdir: Path, *, quick: bool = False,
     print(f"[{name}/{variant}] {cfg.dataset} {cfg.model} {cfg.bits} "
           f"{cfg.scenario}: {', '.join(cfg.methods)}; seeds {cfg.seeds}",
           file=sys.stderr, flush=True)
-    recs = pipeline.run(cfg, workdir, progress=progress,
+    recs = pipeline.run(cfg, workdir, progress=progress, resume=resume,
                         log=lambda s: print(s, file=sys.stderr, flush=True))
     for r in recs:
       r["experiment"] = name
@@ -120,12 +122,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if workdir.exists() and not workdir.is_dir():
       raise ValueError(f"--workdir {workdir} exists and is not a directory")
     run_experiment(args.name, workdir, quick=args.quick,
-                   variants=args.variant, progress=not args.no_progress)
+                   variants=args.variant, progress=not args.no_progress,
+                   resume=args.resume)
   except (ValueError, FileNotFoundError, FloatingPointError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
   except KeyboardInterrupt:
-    print("interrupted; rerun the same command to resume", file=sys.stderr)
+    print("interrupted; rerun the same command with --resume to continue",
+          file=sys.stderr)
     return 130
   return 0
 

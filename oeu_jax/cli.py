@@ -23,9 +23,10 @@ accident (delete that directory to start it over instead).
 Examples::
 
   python -m oeu_jax demo --workdir runs/demo
-  python -m oeu_jax run --dataset mnist_idx --data-dir ../shared/data/mnist-t10k \\
+  python -m oeu_jax run --dataset mnist_idx \\
+      --data-dir ../shared/data/mnist-t10k \\
       --scenario class --forget-class 3 --workdir runs/mnist
-  python -m oeu_jax run ... --workdir runs/mnist --resume   # after a kill
+  python -m oeu_jax run ... --workdir runs/mnist --resume  # after a kill
 """
 
 import argparse
@@ -178,7 +179,7 @@ def _check_dir(flag: str, path: Path) -> None:
 
 def _quick(cfg: pipeline.RunConfig) -> pipeline.RunConfig:
   t = cfg.train or pipeline.default_train(cfg.dataset)
-  u = cfg.unlearn or pipeline.default_unlearn(cfg.dataset)
+  u = cfg.unlearn or pipeline.default_unlearn(cfg.dataset, cfg.scenario)
   return dataclasses.replace(
       cfg, train=t._replace(epochs=min(t.epochs, 3)),
       unlearn=dataclasses.replace(u, epochs=min(u.epochs, 2)))
@@ -189,7 +190,7 @@ def _loop_options(cfg: pipeline.RunConfig, *,
                   skip_nonfinite: bool) -> pipeline.RunConfig:
   """Applies the checkpoint and non-finite flags to both loops."""
   t = cfg.train or pipeline.default_train(cfg.dataset)
-  u = cfg.unlearn or pipeline.default_unlearn(cfg.dataset)
+  u = cfg.unlearn or pipeline.default_unlearn(cfg.dataset, cfg.scenario)
   extra = {"skip_nonfinite": True} if skip_nonfinite else {}
   if checkpoint_every is not None:
     extra["checkpoint_every"] = checkpoint_every
@@ -227,7 +228,7 @@ def run_config_from_args(args) -> pipeline.RunConfig:
     train = train._replace(epochs=args.epochs)
   if args.batch_size is not None:
     train = train._replace(batch_size=args.batch_size)
-  unl = pipeline.default_unlearn(args.dataset)
+  unl = pipeline.default_unlearn(args.dataset, args.scenario)
   for field, value in (("epochs", args.unlearn_epochs),
                        ("batch_size", args.unlearn_batch_size),
                        ("lr", args.unlearn_lr)):

@@ -197,6 +197,19 @@ class RLConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class GAConfig:
+  """Gradient ascent.
+
+  Attributes:
+    lr_scale: multiplies the shared learning rate. Ascent on cross-entropy
+      is unbounded, so at the shared 1e-2 it diverges to non-finite weights
+      within an epoch on digits; the SalUn harness runs GA at about 1e-4
+      to 1e-5, hence 0.01. Grid: {1, 0.1, 0.01, 0.001}.
+  """
+  lr_scale: float = 0.01
+
+
+@dataclasses.dataclass(frozen=True)
 class NegGradPlusConfig:
   """NegGrad+ (Kurmanji et al., SCRUB paper): ``beta L_r - (1-beta) L_f``.
 
@@ -531,9 +544,23 @@ def ft(model, optimizer: OptimizerConfig = OptimizerConfig(),
   return Method(name, _no_prepare, grads, _simple_tx(optimizer))
 
 
-def ga(model, optimizer: OptimizerConfig = OptimizerConfig(),
+def ga(model, config: GAConfig = GAConfig(),
+       optimizer: OptimizerConfig = OptimizerConfig(),
        name: str = "ga") -> Method:
-  """Gradient ascent on the forget-set cross-entropy."""
+  """Gradient ascent on the forget-set cross-entropy.
+
+  Args:
+    model: the Flax module.
+    config: see :class:`GAConfig` (its own learning-rate scale).
+    optimizer: the shared optimizer.
+    name: the method's name in results.
+
+  Returns:
+    A :class:`Method`.
+
+  References:
+    SalUn, arXiv:2310.12508 (``unlearn/GA.py``).
+  """
 
   def grads(params, batch_stats, mstate, fb, rb, rng, step):
     del rb, rng, step
@@ -545,7 +572,11 @@ def ga(model, optimizer: OptimizerConfig = OptimizerConfig(),
     (loss, new_bs), g = jax.value_and_grad(lf, has_aux=True)(params)
     return StepOutput(g, {}, new_bs, mstate, {"forget_loss": loss})
 
-  return Method(name, _no_prepare, grads, _simple_tx(optimizer))
+  def make_tx(schedule, mstate):
+    del mstate
+    return make_optimizer(lambda s: config.lr_scale * schedule(s), optimizer)
+
+  return Method(name, _no_prepare, grads, make_tx)
 
 
 def rl(model, config: RLConfig = RLConfig(),
@@ -1004,7 +1035,7 @@ HPARAM_DEFAULTS = {
     "rl_proj": OEUConfig,
     "sl_proj": OEUConfig,
     "ft": None,
-    "ga": None,
+    "ga": GAConfig,
     "rl": RLConfig,
     "neggrad_plus": NegGradPlusConfig,
     "l1_sparse": L1SparseConfig,
@@ -1040,7 +1071,7 @@ _FACTORIES = {
     "sl_proj": lambda model, opt, **kw: oeu(
         model, OEUConfig(**_pinned("sl_proj", kw)), opt, "sl_proj"),
     "ft": lambda model, opt, **kw: ft(model, opt, **kw),
-    "ga": lambda model, opt, **kw: ga(model, opt, **kw),
+    "ga": lambda model, opt, **kw: ga(model, GAConfig(**kw), opt),
     "rl": lambda model, opt, **kw: rl(model, RLConfig(**kw), opt),
     "neggrad_plus": lambda model, opt, **kw: neggrad_plus(
         model, NegGradPlusConfig(**kw), opt),

@@ -82,6 +82,19 @@ def _canonical_padding(padding):
   return pads
 
 
+def _kernel(module: nn.Module, shape: tuple[int, ...]) -> jax.Array:
+  """The float kernel parameter; a zero placeholder when serving.
+
+  In ``"serve"`` mode (:func:`oeu_jax.quantization.serves_frozen_weights`)
+  AQT reads the integer kernel and its scales from the ``"aqt"`` collection
+  and never uses this array's values, so the layer has no ``kernel``
+  parameter and the serving tree holds no float copy of it.
+  """
+  if quantization.serves_frozen_weights(module.quant):
+    return jnp.zeros(shape, jnp.float32)
+  return module.param("kernel", module.kernel_init, shape, jnp.float32)
+
+
 class QDense(nn.Module):
   """A dense layer, fake-quantized when ``quant`` asks for it.
 
@@ -114,8 +127,7 @@ class QDense(nn.Module):
     Returns:
       ``(..., features)`` array.
     """
-    kernel = self.param("kernel", self.kernel_init,
-                        (jnp.shape(x)[-1], self.features), jnp.float32)
+    kernel = _kernel(self, (jnp.shape(x)[-1], self.features))
     dims = (((x.ndim - 1,), (0,)), ((), ()))
     dot_general = quantization.make_dot_general(self.quant)
     if dot_general is None:
@@ -195,8 +207,7 @@ class QConv(nn.Module):
       raise ValueError(
           f"feature_group_count={groups} must divide in_features={c_in} and"
           f" features={self.features}.")
-    kernel = self.param("kernel", self.kernel_init,
-                        (kh, kw, c_in // groups, self.features), jnp.float32)
+    kernel = _kernel(self, (kh, kw, c_in // groups, self.features))
 
     dot_general = quantization.make_dot_general(self.quant)
     if dot_general is None:

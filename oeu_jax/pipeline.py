@@ -5,7 +5,8 @@ scenario, methods, seeds, budgets). :func:`run` trains (or reuses from
 checkpoints) the Original model and Retrain for every seed, runs each method
 from the Original weights, evaluates all of them and returns one record per
 (method, seed). Every trained or unlearned model is checkpointed under the
-work directory; a second run reuses what is complete and resumes what is not.
+work directory; a second run reuses what is complete and, with
+``resume=True``, continues what was interrupted.
 """
 
 import dataclasses
@@ -190,13 +191,17 @@ def _timed_checkpoint(ckpt_dir: Path, fn: Callable[[], Any]) -> tuple:
 
 
 def run(config: RunConfig, workdir: str | Path, *, progress: bool = False,
-        log: Callable[[str], None] = logging.info) -> list[dict]:
+        resume: bool = False, log: Callable[[str], None] = logging.info) -> list[dict]:
   """Runs the experiment; returns one record per (method, seed).
 
   Args:
     config: the experiment.
     workdir: checkpoints go to ``workdir/checkpoints``.
     progress: tqdm bars for training and unlearning.
+    resume: continue trainings and unlearning runs interrupted under
+      ``workdir`` from their last checkpoints (bit-identical to an
+      uninterrupted run). False: finished ones are still reused, and an
+      unfinished one raises ValueError naming its directory.
     log: where to report progress lines.
 
   Returns:
@@ -222,7 +227,8 @@ def run(config: RunConfig, workdir: str | Path, *, progress: bool = False,
                                        **hparams.get(m, {}))
            for m in cfg.methods if m != "retrain"}
   model_tag = _fingerprint(cfg.dataset, cfg.max_examples, cfg.model, cfg.bits,
-                           cfg.float_ends, cfg.model_kwargs, cfg.train)
+                           cfg.float_ends, cfg.model_kwargs,
+                           cfg.train._replace(checkpoint_every=0))
   records = []
   for seed in cfg.seeds:
     seed = int(seed)
@@ -252,7 +258,7 @@ def run(config: RunConfig, workdir: str | Path, *, progress: bool = False,
     orig, t_orig = _timed_checkpoint(root / "original", lambda: train_lib.fit(
         model, dataset.train_x, dataset.train_y, config=cfg.train, seed=seed,
         checkpoint_dir=str(root / "original"), progress=progress,
-        desc=f"original s{seed}"))
+        desc=f"original s{seed}", resume=resume))
     ostate = orig.state
     rows = [record("original", ostate.params, ostate.batch_stats,
                    t_orig["seconds"], t_orig["compile_seconds"])]
@@ -264,20 +270,22 @@ def run(config: RunConfig, workdir: str | Path, *, progress: bool = False,
         model, dataset.train_x[split.retain_idx],
         dataset.train_y[split.retain_idx], config=cfg.train, seed=seed,
         checkpoint_dir=str(rdir), progress=progress,
-        desc=f"retrain s{seed}"))
+        desc=f"retrain s{seed}", resume=resume))
     rows.append(record("retrain", retr.state.params, retr.state.batch_stats,
                        t_retr["seconds"], t_retr["compile_seconds"]))
 
     udata = unlearn_lib.make_data(dataset.train_x, dataset.train_y,
                                   split.forget_idx, split.retain_idx)
     for name, method in built.items():
-      mtag = _fingerprint(name, hparams.get(name), cfg.unlearn, cfg.optimizer)
+      mtag = _fingerprint(
+          name, hparams.get(name),
+          dataclasses.replace(cfg.unlearn, checkpoint_every=0), cfg.optimizer)
       udir = root / f"{name}-{tag}-{mtag}"
       log(f"[seed {seed}] {name}")
       res, t_un = _timed_checkpoint(udir, lambda: unlearn_lib.unlearn(
           method, model, ostate.params, ostate.batch_stats, udata,
           config=cfg.unlearn, num_classes=dataset.num_classes, seed=seed,
-          checkpoint_dir=str(udir), progress=progress))
+          checkpoint_dir=str(udir), progress=progress, resume=resume))
       rows.append(record(name, res.state.params, res.state.batch_stats,
                          t_un["seconds"], t_un["compile_seconds"],
                          {"train_metrics": res.metrics}))

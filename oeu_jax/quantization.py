@@ -21,17 +21,28 @@ from typing import NamedTuple
 
 import aqt.jax.v2.config as aqt_config
 import aqt.jax.v2.flax.aqt_flax as aqt_flax
+from aqt.jax.v2.utils import QuantMode
 
 __all__ = [
     "BITS",
+    "MODES",
     "QuantSpec",
     "preset",
     "validate_spec",
     "is_quantized",
+    "serves_frozen_weights",
     "make_dot_general",
 ]
 
 BITS = ("float", "w8a8", "w4a8", "w4a4")
+
+# "train": fake quantization from the float kernel (training and evaluation).
+# "convert": same forward pass, and AQT writes the integer weights and their
+# scales to the "aqt" variable collection. "serve": AQT reads them from there
+# (the float kernel is not used). See oeu_jax.serving.
+MODES = ("train", "convert", "serve")
+_AQT_MODES = {"train": QuantMode.TRAIN, "convert": QuantMode.CONVERT,
+              "serve": QuantMode.SERVE}
 
 _MIN_BITS = 2
 _MAX_BITS = 8
@@ -45,10 +56,14 @@ class QuantSpec(NamedTuple):
       scale per output channel; ``None`` keeps the weights in float.
     act_bits: bits of the input activations (the ``lhs``), one symmetric scale
       per tensor; ``None`` keeps the activations in float.
+    mode: one of :data:`MODES`. ``"train"`` (the default) for training and
+      evaluation; ``"convert"`` and ``"serve"`` freeze the integer weights
+      for serving (:mod:`oeu_jax.serving`) and give the same outputs.
   """
 
   weight_bits: int | None
   act_bits: int | None
+  mode: str = "train"
 
 
 _PRESETS = {
@@ -74,7 +89,7 @@ def preset(name: str) -> QuantSpec:
 
   Examples:
     >>> preset("w4a8")
-    QuantSpec(weight_bits=4, act_bits=8)
+    QuantSpec(weight_bits=4, act_bits=8, mode='train')
   """
   if not isinstance(name, str) or name.lower() not in _PRESETS:
     raise ValueError(
@@ -109,12 +124,13 @@ def validate_spec(spec: QuantSpec | None) -> QuantSpec | None:
     ``spec`` unchanged.
 
   Raises:
-    ValueError: if a bit width is not ``None`` or an int in ``[2, 8]``, or if
-      ``spec`` is not a :class:`QuantSpec`.
+    ValueError: if a bit width is not ``None`` or an int in ``[2, 8]``, if
+      the mode is not one of :data:`MODES`, or if ``spec`` is not a
+      :class:`QuantSpec`.
 
   Examples:
     >>> validate_spec(QuantSpec(8, 8))
-    QuantSpec(weight_bits=8, act_bits=8)
+    QuantSpec(weight_bits=8, act_bits=8, mode='train')
   """
   if spec is None:
     return None
@@ -122,6 +138,9 @@ def validate_spec(spec: QuantSpec | None) -> QuantSpec | None:
     raise ValueError(f"Expected a QuantSpec or None, got {spec!r}.")
   _check_bits(spec.weight_bits, "weight_bits")
   _check_bits(spec.act_bits, "act_bits")
+  if not isinstance(spec.mode, str) or spec.mode not in MODES:
+    raise ValueError(
+        f"QuantSpec.mode must be one of {MODES}, got {spec.mode!r}.")
   return spec
 
 
@@ -143,6 +162,27 @@ def is_quantized(spec: QuantSpec | None) -> bool:
   )
 
 
+def serves_frozen_weights(spec: QuantSpec | None) -> bool:
+  """Whether a layer reads frozen integer weights instead of its kernel.
+
+  True in ``"serve"`` mode when the weights are quantized: the layer then
+  has no float ``kernel`` parameter, AQT reads the integer kernel and its
+  scales from the ``"aqt"`` collection.
+
+  Args:
+    spec: a :class:`QuantSpec` or ``None``.
+
+  Returns:
+    ``spec.mode == "serve" and spec.weight_bits is not None``.
+
+  Examples:
+    >>> serves_frozen_weights(preset("w8a8")._replace(mode="serve"))
+    True
+  """
+  return (spec is not None and spec.weight_bits is not None
+          and spec.mode == "serve")
+
+
 def make_dot_general(spec: QuantSpec | None) -> aqt_flax.AqtDotGeneral | None:
   """Builds an AQT ``dot_general`` module for a spec.
 
@@ -152,6 +192,13 @@ def make_dot_general(spec: QuantSpec | None) -> aqt_flax.AqtDotGeneral | None:
   the activation scale over the whole tensor. The backward pass is in float
   and uses the straight-through estimator. No stochastic rounding, so no rng
   is needed (``prng_name=None``).
+
+  ``spec.mode`` selects AQT's freezer for the weights: ``"convert"`` writes
+  the integer weights (int8, or ``jnp.int4`` for 4 bits) and their
+  per-output-channel scales to the ``"aqt"`` collection (apply with
+  ``mutable=["aqt"]``) under ``AqtDotGeneral_0/qrhs/{value,scale}``;
+  ``"serve"`` reads them back. Activations are always quantized on the fly
+  (dynamic per-tensor scale), in every mode.
 
   A new module instance is returned on each call; create it inside the
   ``@nn.compact`` method that uses it.
@@ -178,4 +225,9 @@ def make_dot_general(spec: QuantSpec | None) -> aqt_flax.AqtDotGeneral | None:
   )
   if spec.act_bits is not None:
     cfg.fwd.dg_quantizer.lhs.calib_shared_axes = "per_tensor"
-  return aqt_flax.AqtDotGeneral(cfg, prng_name=None)
+  if spec.mode == "train" or spec.weight_bits is None:
+    # Float weights have nothing to freeze; their mode is training's.
+    return aqt_flax.AqtDotGeneral(cfg, prng_name=None)
+  return aqt_flax.AqtDotGeneral(
+      cfg, prng_name=None, rhs_quant_mode=_AQT_MODES[spec.mode],
+      rhs_freeze_mode=aqt_flax.FreezerMode.CALIBRATION_AND_VALUE)

@@ -222,7 +222,8 @@ def unlearn(method: methods_lib.Method, model, params, batch_stats,
             data: UnlearnData, *, config: UnlearnConfig = UnlearnConfig(),
             num_classes: int, seed: int = 0,
             checkpoint_dir: Optional[str] = None,
-            progress: bool = False, resume: bool = True) -> UnlearnResult:
+            progress: bool = False, resume: bool = True,
+            mesh: Optional[jax.sharding.Mesh] = None) -> UnlearnResult:
   """Runs ``method`` from the original weights for ``config.epochs`` epochs.
 
   Args:
@@ -241,6 +242,8 @@ def unlearn(method: methods_lib.Method, model, params, batch_stats,
     resume: continue an unfinished run found in ``checkpoint_dir`` from its
       latest checkpoint (bit-identical to an uninterrupted run). False: such
       a run is an error instead of being continued silently.
+    mesh: data parallelism (:func:`oeu_jax.parallel.make_mesh`): state and
+      data replicated, each batch split along the mesh's ``"data"`` axis.
 
   Returns:
     An :class:`UnlearnResult`; ``seconds`` excludes compilation,
@@ -266,12 +269,14 @@ def unlearn(method: methods_lib.Method, model, params, batch_stats,
   start = int(state.step)
   if start >= total:  # A finished run restored from its checkpoint.
     return UnlearnResult(state, 0.0, 0.0, {})
+  state, data = train_lib.replicate(mesh, (state, data))
+  put = lambda idx: train_lib.shard_batch(mesh, idx)
   step_fn = jax.jit(make_step(method, tx,
-                              skip_nonfinite=config.skip_nonfinite))
+                              skip_nonfinite=config.skip_nonfinite),
+                    **train_lib.replicated_outputs(mesh))
   fi, ri = step_indices(nf, nr, config, seed, 0)
   t0 = time.perf_counter()
-  compiled = step_fn.lower(state, *data, jnp.asarray(fi),
-                           jnp.asarray(ri)).compile()
+  compiled = step_fn.lower(state, *data, put(fi), put(ri)).compile()
   compile_s = time.perf_counter() - t0
   history = []
   skipped = 0
@@ -282,7 +287,7 @@ def unlearn(method: methods_lib.Method, model, params, batch_stats,
   t1 = time.perf_counter()
   for s in it:
     fi, ri = step_indices(nf, nr, config, seed, s)
-    state, m = compiled(state, *data, jnp.asarray(fi), jnp.asarray(ri))
+    state, m = compiled(state, *data, put(fi), put(ri))
     if not bool(m["finite"]):
       if not config.skip_nonfinite:
         raise FloatingPointError(

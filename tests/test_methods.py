@@ -172,9 +172,10 @@ def test_l1_sparse_coefficient_and_gradient(setup):
   want = jax.tree.map(lambda g, p: g + 1e-2 * 0.75 * jnp.sign(p), g_ce,
                       params)
   _assert_trees_close(out.grads, want, rtol=1e-5, atol=1e-7)
-  with pytest.raises(ValueError, match="epochs"):
-    methods.build_method("l1_sparse", model).prepare(
-        _prepare_inputs(model, params, bs, data))
+  # Without explicit epochs the decay spans the loop's total steps.
+  ms = methods.build_method("l1_sparse", model).prepare(
+      _prepare_inputs(model, params, bs, data, spe=4))
+  assert int(ms["epochs"]) == 10 and int(ms["steps_per_epoch"]) == 4
 
 
 def test_salun_mask_is_top_half_of_forget_gradient(setup):

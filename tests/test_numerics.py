@@ -56,7 +56,8 @@ def test_training_stops_at_the_bad_step_and_keeps_the_last_checkpoint(
     digits, model, tmp_path):
   cfg = train.TrainConfig(epochs=EPOCHS, batch_size=BATCH, checkpoint_every=1)
   total = EPOCHS * N // BATCH
-  bad = _steps_with(POISON, total, lambda s: train.batch_indices(N, BATCH, 0, s))
+  bad = _steps_with(POISON, total,
+                    lambda s: train.batch_indices(N, BATCH, 0, s))
   assert bad[0] > 0  # So that a checkpoint precedes it.
   with pytest.raises(FloatingPointError) as err:
     train.fit(model, _poisoned(digits.train_x), digits.train_y, config=cfg,
