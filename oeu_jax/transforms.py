@@ -51,10 +51,12 @@ def _vdot(a: jax.Array, b: jax.Array) -> jax.Array:
 
 
 def _coefficient(dot: jax.Array, norm_sq: jax.Array, mode: str,
-                 eps: float) -> jax.Array:
-  # Guarded division: a zero (or non-finite-norm) reference gives 0, never NaN.
-  safe = norm_sq > 0
-  coeff = jnp.where(safe, dot / jnp.where(safe, norm_sq + eps, 1.0), 0.0)
+                 eps: jax.Array) -> jax.Array:
+  # Guarded division: a zero reference, or one whose |r|^2 is negligible
+  # against eps (eps / s_r^2 overflowing to inf), gives 0, never NaN.
+  den = norm_sq + eps
+  safe = (norm_sq > 0) & jnp.isfinite(den)
+  coeff = jnp.where(safe, dot / jnp.where(safe, den, 1.0), 0.0)
   if mode == "conflict":
     coeff = jnp.where(dot < 0, coeff, 0.0)
   return coeff
@@ -74,7 +76,9 @@ def project_pytree(g: Any, r: Any, *, scope: str = "global",
   """Projects pytree ``g`` onto the orthogonal complement of pytree ``r``.
 
   ``g_perp = g - (<g, r> / (||r||^2 + eps)) r``. Inner products are taken in
-  float32; each leaf is cast back to its own dtype.
+  float32 after dividing each side by its max-abs entry (so gradients of any
+  finite magnitude project without overflow); each leaf is cast back to its
+  own dtype.
 
   Args:
     g: pytree of arrays (the forget gradient).
@@ -89,23 +93,38 @@ def project_pytree(g: Any, r: Any, *, scope: str = "global",
     A pytree like ``g``.
   """
   _validate(scope, mode, eps)
-
-  def apply(gl, rl, coeff):
-    out = gl.astype(jnp.float32) - coeff * rl.astype(jnp.float32)
-    return out.astype(gl.dtype)
-
   if scope == "per_leaf":
-    def leaf(gl, rl):
-      return apply(gl, rl, _coefficient(_vdot(gl, rl), _vdot(rl, rl), mode,
-                                        eps))
-    return jax.tree.map(leaf, g, r)
+    return jax.tree.map(
+        lambda gl, rl: _project_leaves([gl], [rl], mode, eps)[0], g, r)
+  out = _project_leaves(jax.tree.leaves(g), jax.tree.leaves(r), mode, eps)
+  return jax.tree.unflatten(jax.tree.structure(g), out)
 
-  dot = sum((_vdot(a, b) for a, b in zip(jax.tree.leaves(g),
-                                        jax.tree.leaves(r))),
-            jnp.float32(0.0))
-  norm_sq = sum((_vdot(b, b) for b in jax.tree.leaves(r)), jnp.float32(0.0))
-  coeff = _coefficient(dot, norm_sq, mode, eps)
-  return jax.tree.map(lambda gl, rl: apply(gl, rl, coeff), g, r)
+
+def _max_abs(leaves) -> jax.Array:
+  m = jnp.max(jnp.stack([jnp.max(jnp.abs(x.astype(jnp.float32)))
+                         if x.size else jnp.float32(0) for x in leaves]))
+  # A zero or non-finite scale is replaced by 1 (then nothing is rescaled).
+  return jnp.where((m > 0) & jnp.isfinite(m), m, 1.0)
+
+
+def _project_leaves(gs: list, rs: list, mode: str, eps: float) -> list:
+  """Projects the vector made of leaves ``gs`` against that of ``rs``.
+
+  Both are first divided by their max-abs entry, so inner products in float32
+  neither overflow (entries ~1e19) nor underflow (entries ~1e-19):
+  ``g - c r = g - q s_g r_hat`` with ``q = <g_hat, r_hat> / (|r_hat|^2 +
+  eps / s_r^2)`` is the same formula, computed at unit scale.
+  """
+  if not gs:
+    return []
+  s_g, s_r = _max_abs(gs), _max_abs(rs)
+  g_hat = [x.astype(jnp.float32) / s_g for x in gs]
+  r_hat = [x.astype(jnp.float32) / s_r for x in rs]
+  dot = sum((jnp.sum(a * b) for a, b in zip(g_hat, r_hat)), jnp.float32(0))
+  norm_sq = sum((jnp.sum(b * b) for b in r_hat), jnp.float32(0))
+  q = _coefficient(dot, norm_sq, mode, eps / (s_r * s_r))
+  return [(gl.astype(jnp.float32) - (q * s_g) * rh).astype(gl.dtype)
+          for gl, rh in zip(gs, r_hat)]
 
 
 def project_orthogonal(

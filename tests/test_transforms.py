@@ -209,3 +209,13 @@ def test_first_order_guarantee_on_a_real_loss():
     gp_sq = float(_flat(gp) @ _flat(gp))
     assert abs(d_r) < 50 * eta ** 2 * (1 + gp_sq)
     assert d_f == pytest.approx(-eta * gp_sq, rel=0.1)
+
+
+@pytest.mark.parametrize("scale", [1e19, 1e30, 1e-15])
+@pytest.mark.parametrize("scope", ["global", "per_leaf"])
+def test_any_finite_magnitude_projects_without_overflow(scale, scope):
+  g = {"a": jnp.array([1., 2.]) * scale}
+  r = {"a": jnp.array([3., 4.]) * scale}
+  out = transforms.project_pytree(g, r, scope=scope, eps=0.0)
+  np.testing.assert_allclose(np.asarray(out["a"]) / scale, [-0.32, 0.24],
+                             rtol=1e-5)
