@@ -107,6 +107,16 @@ def build_parser() -> argparse.ArgumentParser:
   common(demo)
   demo.add_argument("--seed", type=int, default=0)
 
+  ex = sub.add_parser("export", help="convert the quantized models of a "
+                      "workdir to integer-stored serving checkpoints")
+  ex.add_argument("--workdir", required=True,
+                  help="a workdir of demo/run (or a folder under its "
+                       "checkpoints/)")
+  ex.add_argument("--out", default=None,
+                  help="output folder (default WORKDIR/serving)")
+  ex.add_argument("--quantize-ends", action="store_true",
+                  help="the models were trained with --quantize-ends")
+
   r = sub.add_parser("run", help="a general experiment")
   common(r)
   r.add_argument("--dataset", required=True, choices=data_lib.DATASETS)
@@ -292,6 +302,25 @@ def _workdir(text: str) -> Path:
   return workdir
 
 
+def export(args) -> int:
+  """``export``: integer-stored serving checkpoints of every quantized run."""
+  from oeu_jax import serving  # Only this command needs AQT's freezer.
+  workdir = Path(args.workdir).resolve()
+  if not workdir.is_dir():
+    raise FileNotFoundError(f"--workdir {workdir} is not a directory")
+  out = Path(args.out).resolve() if args.out else workdir / "serving"
+  summary = serving.export(workdir, out, float_ends=not args.quantize_ends)
+  for e in summary.get("models", []):
+    ratio = e["float_bytes"] / max(e["serving_packed_bytes"], 1)
+    print(f"{e['dest']}  {e['weight_dtype']}  {e['float_bytes']} -> "
+          f"{e['serving_bytes']} B ({e['serving_packed_bytes']} packed), "
+          f"x{ratio:.1f}")
+  for e in summary.get("skipped", []):
+    print(f"skipped {e['source']}: {e['reason']}")
+  print(f"wrote {out / 'export.json'}")
+  return 0
+
+
 def _one_line(error: BaseException) -> str:
   text = " ".join(str(error).split()) or type(error).__name__
   return f"error: {text}"
@@ -305,11 +334,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
       args = build_parser().parse_args(argv)
     except SystemExit as e:  # --help.
       return e.code if isinstance(e.code, int) else 0
+    if args.command == "export":
+      return export(args)
     configs = _configs_from_args(args)
     workdir = _workdir(args.workdir)
     execute(configs, workdir, progress=not args.no_progress,
             resume=args.resume)
-  except (checkpointing.CheckpointError, FloatingPointError) as e:
+  except (checkpointing.CheckpointError, FloatingPointError,
+          AssertionError) as e:
     print(_one_line(e), file=sys.stderr)
     return EXIT_FAILED
   except (CliError, ValueError, FileNotFoundError, NotADirectoryError) as e:

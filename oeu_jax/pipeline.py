@@ -181,10 +181,7 @@ def _timed_checkpoint(ckpt_dir: Path, fn: Callable[[], Any]) -> tuple:
   if not done:
     seconds = {"seconds": result.seconds,
                "compile_seconds": result.compile_seconds}
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-    tmp = timing.with_suffix(".tmp")
-    tmp.write_text(json.dumps(seconds))
-    tmp.replace(timing)
+    _write_json(timing, seconds)
   else:
     seconds = json.loads(timing.read_text())
   return result, seconds
@@ -238,7 +235,13 @@ def run(config: RunConfig, workdir: str | Path, *, progress: bool = False,
                                 forget_class=cfg.forget_class
                                 if cfg.scenario == "class" else None,
                                 seed=seed)
-    root = workdir / "checkpoints" / f"{cfg.dataset}-{cfg.model}-{cfg.bits}-{model_tag}" / f"seed{seed}"
+    run_dir = (workdir / "checkpoints"
+               / f"{cfg.dataset}-{cfg.model}-{cfg.bits}-{model_tag}")
+    root = run_dir / f"seed{seed}"
+    _write_json(run_dir / "model.json", {
+        "model": cfg.model, "bits": cfg.bits,
+        "num_classes": dataset.num_classes, "float_ends": cfg.float_ends,
+        "model_kwargs": dict(cfg.model_kwargs)})
     fc = cfg.forget_class if cfg.scenario == "class" else None
 
     def record(method, params, batch_stats, seconds, compile_seconds,
@@ -298,10 +301,14 @@ def run(config: RunConfig, workdir: str | Path, *, progress: bool = False,
 
 def write_results(records: Sequence[dict], path: str | Path) -> None:
   """Writes records as JSON atomically (write to a temp file, then rename)."""
+  _write_json(path, list(records))
+
+
+def _write_json(path: str | Path, obj: Any) -> None:
   path = Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
   tmp = path.with_suffix(path.suffix + ".tmp")
-  tmp.write_text(json.dumps(list(records), indent=1, default=_json_default))
+  tmp.write_text(json.dumps(obj, indent=1, default=_json_default))
   tmp.replace(path)
 
 

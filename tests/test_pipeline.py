@@ -74,3 +74,17 @@ def test_cli_run_writes_results_json(tmp_path, capsys):
   records = json.loads((tmp_path / "results.json").read_text())
   assert {r["method"] for r in records} == {"original", "retrain", "oeu"}
   assert all(r["scenario"] == "random" for r in records)
+
+
+def test_cli_export_converts_every_run(class_run, capsys):
+  workdir, _, _ = class_run
+  assert cli.main(["export", "--workdir", str(workdir)]) == 0
+  summary = json.loads((workdir / "serving" / "export.json").read_text())
+  names = sorted(m["dest"].split("/")[-1] for m in summary["models"])
+  assert names[0].startswith("oeu-class3") and names[1:] == [
+      "original", "retrain-class3"]
+  for m in summary["models"]:
+    assert m["weight_dtype"] == "int4"
+    assert m["serving_packed_bytes"] * 4 < m["float_bytes"]
+  assert cli.main(["export", "--workdir", str(workdir / "missing")]) == 2
+  assert "missing" in capsys.readouterr().err
