@@ -285,7 +285,9 @@ class CNN(nn.Module):
   """A small convolutional classifier (no BatchNorm).
 
   conv3x3(32)-ReLU-conv3x3(64)-ReLU-maxpool2-dense(128)-ReLU-dense(K), the
-  Keras/Flax MNIST network; it fits 8x8, 28x28 and 32x32 inputs.
+  Keras/Flax MNIST network; it fits 8x8, 28x28 and 32x32 inputs. For inputs
+  of 16 pixels or more a 2x2 max-pool also follows the first conv (by
+  default), which cuts the cost of a 28x28 step about fourfold on CPU.
 
   Attributes:
     num_classes: number of classes K.
@@ -293,6 +295,8 @@ class CNN(nn.Module):
     float_ends: keep the first conv and the classifier in float.
     features: channels of the two convolutions.
     hidden: width of the hidden dense layer.
+    stem_pool: pool after the first conv too; ``None``: when the input is at
+      least 16 pixels high.
   """
 
   num_classes: int
@@ -300,14 +304,18 @@ class CNN(nn.Module):
   float_ends: bool = True
   features: Sequence[int] = (32, 64)
   hidden: int = 128
+  stem_pool: bool | None = None
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     """Returns ``(N, num_classes)`` logits of NHWC images ``x``."""
     del train  # No BatchNorm or dropout.
+    stem_pool = x.shape[1] >= 16 if self.stem_pool is None else self.stem_pool
     for i, f in enumerate(self.features):
       spec = _end(self.quant, self.float_ends) if i == 0 else self.quant
       x = nn.relu(QConv(f, (3, 3), quant=spec, name=f"conv{i + 1}")(x))
+      if i == 0 and stem_pool:
+        x = nn.max_pool(x, (2, 2), strides=(2, 2))
     x = nn.max_pool(x, (2, 2), strides=(2, 2))
     x = x.reshape((x.shape[0], -1))
     x = nn.relu(QDense(self.hidden, quant=self.quant, name="fc1")(x))
