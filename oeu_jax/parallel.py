@@ -63,6 +63,7 @@ from typing import Optional
 from typing import Sequence
 
 import jax
+import jax.extend as jex
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -212,6 +213,76 @@ def _common_batch(sizes: Sequence[int], name: str) -> int:
   return sizes[0]
 
 
+def _looped_conv(params: dict) -> Callable:
+  """``conv_general_dilated`` with ``params``; vmapped as one call per seed.
+
+  The loop is unrolled (not ``lax.map``): inside a while loop XLA's CPU
+  backend leaves gradient convolutions in layouts it runs slowly.
+  """
+
+  def bind(lhs, rhs):
+    return jax.lax.conv_general_dilated_p.bind(lhs, rhs, **params)
+
+  conv = jax.custom_batching.custom_vmap(bind)
+
+  @conv.def_vmap
+  def _rule(axis_size, in_batched, lhs, rhs):
+    lhs_b, rhs_b = in_batched
+    outs = [bind(lhs[i] if lhs_b else lhs, rhs[i] if rhs_b else rhs)
+            for i in range(axis_size)]
+    return jnp.stack(outs), True
+
+  return conv
+
+
+def _eval_jaxpr(jaxpr, consts, *args):
+  """``jax.core.eval_jaxpr``, with every convolution run seed by seed.
+
+  Under ``jax.vmap`` a convolution whose input and kernel both carry the
+  seed axis becomes a grouped convolution, which XLA's CPU backend expands
+  into a dense one N times larger (N seeds cost N^2). Binding it through
+  ``jax.custom_batching.sequential_vmap`` loops over the seeds instead,
+  inside the same program; every other operation stays vmapped. Nested
+  ``jit`` calls are inlined so their convolutions are reached too.
+  """
+  env = {}
+
+  def read(v):
+    return v.val if isinstance(v, jex.core.Literal) else env[v]
+
+  for v, c in zip(jaxpr.constvars, consts):
+    env[v] = c
+  for v, a in zip(jaxpr.invars, args):
+    env[v] = a
+  for eqn in jaxpr.eqns:
+    invals = [read(v) for v in eqn.invars]
+    prim = eqn.primitive
+    if prim is jax.lax.conv_general_dilated_p:
+      outs = [_looped_conv(eqn.params)(*invals)]
+    elif prim.name in ("pjit", "jit"):
+      inner = eqn.params["jaxpr"]
+      outs = _eval_jaxpr(inner.jaxpr, inner.consts, *invals)
+    else:
+      with eqn.ctx.manager:  # As jax.core.eval_jaxpr (compute_on, ...).
+        outs = prim.bind(*invals, **prim.get_bind_params(eqn.params))
+      if not prim.multiple_results:
+        outs = [outs]
+    for v, o in zip(eqn.outvars, outs):
+      env[v] = o
+  return [read(v) for v in jaxpr.outvars]
+
+
+def _seedwise_convs(fn: Callable) -> Callable:
+  """``fn`` re-traced so that, under ``jax.vmap``, convolutions loop."""
+
+  def wrapped(*args):
+    closed, out_shape = jax.make_jaxpr(fn, return_shape=True)(*args)
+    outs = _eval_jaxpr(closed.jaxpr, closed.consts, *jax.tree.leaves(args))
+    return jax.tree.unflatten(jax.tree.structure(out_shape), outs)
+
+  return wrapped
+
+
 class _Driver:
   """Runs a vmapped, scanned step over absolute steps ``[g0, g1)``.
 
@@ -219,7 +290,8 @@ class _Driver:
   seed's state passes through unchanged.
   """
 
-  def __init__(self, one_step: Callable, data_axes: Any, *, mesh, name: str):
+  def __init__(self, one_step: Callable, data_axes: Any, *, mesh, name: str,
+               seedwise_convs: bool):
     self.mesh, self.name = mesh, name
     self.compiled = {}
     self.compile_seconds = 0.0
@@ -229,7 +301,8 @@ class _Driver:
       return jax.tree.map(lambda a, b: jnp.where(active, a, b), new,
                           state), m
 
-    vstep = jax.vmap(masked, in_axes=(0, 0, data_axes, 0, 0))
+    vstep = jax.vmap(_seedwise_convs(masked) if seedwise_convs else masked,
+                     in_axes=(0, 0, data_axes, 0, 0))
 
     def chunk(state, totals, data, idx_seq, active_seq):
       return jax.lax.scan(
@@ -251,6 +324,10 @@ class _Driver:
                                             active_seq).compile()
       self.compile_seconds += time.perf_counter() - t0
     return self.compiled[length](state, totals, data, idx_seq, active_seq)
+
+
+def _resolve_seedwise(flag: Optional[bool]) -> bool:
+  return jax.default_backend() == "cpu" if flag is None else bool(flag)
 
 
 def _chunks(g0: int, g1: int, size: int):
@@ -350,7 +427,8 @@ def unlearn_seeds(method: methods_lib.Method, model,
                   num_classes: int, seeds: Sequence[int],
                   checkpoint_dirs: Optional[Sequence[Optional[str]]] = None,
                   progress: bool = False, resume: bool = True,
-                  mesh: Optional[Mesh] = None
+                  mesh: Optional[Mesh] = None,
+                  seedwise_convs: Optional[bool] = None
                   ) -> list[unlearn_lib.UnlearnResult]:
   """Runs ``method`` for N seeds as one vmapped, jitted program.
 
@@ -377,6 +455,9 @@ def unlearn_seeds(method: methods_lib.Method, model,
     progress: tqdm bar.
     resume: as in :func:`oeu_jax.unlearn.unlearn`.
     mesh: data parallelism over devices (:func:`make_mesh`).
+    seedwise_convs: run convolutions seed by seed inside the program
+      instead of as one grouped convolution (see :func:`_eval_jaxpr`);
+      ``None``: on the CPU backend only, where it is much faster.
 
   Returns:
     One :class:`oeu_jax.unlearn.UnlearnResult` per seed. ``seconds`` and
@@ -442,7 +523,8 @@ def unlearn_seeds(method: methods_lib.Method, model,
                                  skip_nonfinite=config.skip_nonfinite)
     return step(st, *d, *idx)
 
-  driver = _Driver(one_step, data_axes, mesh=mesh, name=method.name)
+  driver = _Driver(one_step, data_axes, mesh=mesh, name=method.name,
+                   seedwise_convs=_resolve_seedwise(seedwise_convs))
   history = {i: [] for i in pending}
   skipped = {i: 0 for i in pending}
   p_seeds = [seeds[i] for i in pending]
@@ -489,8 +571,9 @@ def fit_seeds(model, x: np.ndarray, y: np.ndarray, *,
               subsets: Optional[Sequence[np.ndarray]] = None,
               checkpoint_dirs: Optional[Sequence[Optional[str]]] = None,
               progress: bool = False, desc: str = "train",
-              resume: bool = True,
-              mesh: Optional[Mesh] = None) -> list[train_lib.TrainResult]:
+              resume: bool = True, mesh: Optional[Mesh] = None,
+              seedwise_convs: Optional[bool] = None
+              ) -> list[train_lib.TrainResult]:
   """Trains ``model`` for N seeds as one vmapped, jitted program.
 
   Seed ``i`` trains on ``x[subsets[i]], y[subsets[i]]`` (all of ``x`` when
@@ -514,6 +597,9 @@ def fit_seeds(model, x: np.ndarray, y: np.ndarray, *,
     desc: progress-bar label.
     resume: as in :func:`oeu_jax.train.fit`.
     mesh: data parallelism over devices (:func:`make_mesh`).
+    seedwise_convs: run convolutions seed by seed inside the program
+      instead of as one grouped convolution (see :func:`_eval_jaxpr`);
+      ``None``: on the CPU backend only, where it is much faster.
 
   Returns:
     One :class:`oeu_jax.train.TrainResult` per seed; ``seconds`` and
@@ -578,7 +664,8 @@ def fit_seeds(model, x: np.ndarray, y: np.ndarray, *,
                                      skip_nonfinite=config.skip_nonfinite)
     return step(st, *d, *idx)
 
-  driver = _Driver(one_step, None, mesh=mesh, name=desc)
+  driver = _Driver(one_step, None, mesh=mesh, name=desc,
+                   seedwise_convs=_resolve_seedwise(seedwise_convs))
   losses_seen = {i: [] for i in pending}
   skipped = {i: 0 for i in pending}
   p_seeds = [seeds[i] for i in pending]

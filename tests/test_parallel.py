@@ -1,0 +1,252 @@
+"""Seeds vmapped in one program equal sequential runs; devices equal one.
+
+Each test compares :mod:`oeu_jax.parallel` with the sequential loops
+(:func:`oeu_jax.train.fit`, :func:`oeu_jax.unlearn.unlearn`) on a tiny W4A8
+CNN (first conv float, second quantized: both convolution paths) and a
+digits subset. The multi-device test runs in a subprocess, where
+``XLA_FLAGS=--xla_force_host_platform_device_count=4`` is set before JAX
+starts.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from oeu_jax import data
+from oeu_jax import methods
+from oeu_jax import models
+from oeu_jax import parallel
+from oeu_jax import train
+from oeu_jax import unlearn
+
+SEEDS = (0, 1, 2)
+N_TRAIN = 240
+TRAIN = train.TrainConfig(epochs=2, batch_size=32, lr=0.05)
+UNLEARN = unlearn.UnlearnConfig(epochs=2, batch_size=32, lr=0.02)
+
+
+def rel_diff(a, b) -> float:
+  """||a - b|| / ||a|| over whole pytrees."""
+  num = sum(float(jnp.sum((x - y) ** 2)) for x, y in
+            zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+  den = sum(float(jnp.sum(x ** 2)) for x in jax.tree.leaves(a))
+  return (num / den) ** 0.5
+
+
+@pytest.fixture(scope="module")
+def setup():
+  ds = data.load_dataset("digits")
+  ds = ds._replace(train_x=ds.train_x[:N_TRAIN], train_y=ds.train_y[:N_TRAIN])
+  model = models.build_model("cnn", num_classes=10, bits="w4a8",
+                             features=(4, 8), hidden=16)
+  return ds, model
+
+
+@pytest.fixture(scope="module")
+def trained(setup):
+  ds, model = setup
+  seq = [train.fit(model, ds.train_x, ds.train_y, config=TRAIN, seed=s)
+         for s in SEEDS]
+  vm = parallel.fit_seeds(model, ds.train_x, ds.train_y, config=TRAIN,
+                          seeds=SEEDS)
+  return seq, vm
+
+
+def test_fit_seeds_equals_sequential_fit(trained):
+  seq, vm = trained
+  for a, b in zip(seq, vm):
+    assert int(b.state.step) == int(a.state.step) == 2 * (N_TRAIN // 32)
+    assert rel_diff(a.state.params, b.state.params) < 1e-3
+    np.testing.assert_allclose(b.losses, a.losses, rtol=1e-3, atol=1e-4)
+  # The seeds really differ (different init and batch order).
+  assert rel_diff(vm[0].state.params, vm[1].state.params) > 0.1
+
+
+def test_unlearn_seeds_equals_sequential_unlearn(setup, trained):
+  ds, model = setup
+  originals = [r.state for r in trained[0]]
+  oeu = methods.build_method("oeu", model)
+  datas = []
+  for s in SEEDS:  # Random forgetting: a different D_f per seed.
+    split = data.make_split(ds, "random", forget_ratio=0.2, seed=s)
+    datas.append(unlearn.make_data(ds.train_x, ds.train_y, split.forget_idx,
+                                   split.retain_idx))
+  assert not np.array_equal(datas[0].forget_y, datas[1].forget_y)
+  seq = [unlearn.unlearn(oeu, model, o.params, o.batch_stats, d,
+                         config=UNLEARN, num_classes=10, seed=s)
+         for o, d, s in zip(originals, datas, SEEDS)]
+  vm = parallel.unlearn_seeds(
+      oeu, model, [o.params for o in originals],
+      [o.batch_stats for o in originals], datas, config=UNLEARN,
+      num_classes=10, seeds=SEEDS)
+  for o, a, b in zip(originals, seq, vm):
+    assert int(b.state.step) == int(a.state.step)
+    assert rel_diff(a.state.params, b.state.params) < 1e-3
+    assert rel_diff(o.params, b.state.params) > 1e-2  # It did unlearn.
+    assert a.metrics.keys() == b.metrics.keys()
+    for k in a.metrics:
+      assert b.metrics[k] == pytest.approx(a.metrics[k], rel=1e-3, abs=1e-4)
+
+
+def test_unequal_set_sizes_are_padded_and_keep_each_schedule(setup,
+                                                             trained):
+  """D_f of 30, 40, 50: different step counts, schedules and padding."""
+  ds, model = setup
+  o = trained[0][0].state
+  ft_cfg = unlearn.UnlearnConfig(epochs=1, batch_size=16, lr=0.02)
+  rl = methods.build_method("rl", model)  # Per-seed relabels of D_f.
+  datas = [unlearn.make_data(ds.train_x, ds.train_y, np.arange(nf),
+                             np.arange(nf, N_TRAIN)) for nf in (30, 40, 50)]
+  seq = [unlearn.unlearn(rl, model, o.params, o.batch_stats, d,
+                         config=ft_cfg, num_classes=10, seed=s)
+         for d, s in zip(datas, SEEDS)]
+  vm = parallel.unlearn_seeds(rl, model, [o.params] * 3,
+                              [o.batch_stats] * 3, datas, config=ft_cfg,
+                              num_classes=10, seeds=SEEDS)
+  steps = [int(r.state.step) for r in seq]
+  assert len(set(steps)) == 3
+  assert [int(r.state.step) for r in vm] == steps
+  for a, b in zip(seq, vm):
+    assert rel_diff(a.state.params, b.state.params) < 1e-3
+  # Retrain-like training on subsets of different sizes.
+  subsets = [np.arange(n) for n in (96, 128, 160)]
+  cfg = train.TrainConfig(epochs=1, batch_size=32, lr=0.05)
+  seq_t = [train.fit(model, ds.train_x[s], ds.train_y[s], config=cfg, seed=i)
+           for i, s in enumerate(subsets)]
+  vm_t = parallel.fit_seeds(model, ds.train_x, ds.train_y, config=cfg,
+                            seeds=(0, 1, 2), subsets=subsets)
+  for a, b in zip(seq_t, vm_t):
+    assert int(b.state.step) == int(a.state.step)
+    assert rel_diff(a.state.params, b.state.params) < 1e-3
+
+
+def test_checkpoints_are_compatible_with_the_sequential_loop(setup, trained,
+                                                             tmp_path):
+  ds, model = setup
+  o = trained[0][0].state
+  oeu = methods.build_method("oeu", model)
+  split = data.make_split(ds, "class", forget_class=3)
+  d = unlearn.make_data(ds.train_x, ds.train_y, split.forget_idx,
+                        split.retain_idx)
+  short = unlearn.UnlearnConfig(epochs=1, batch_size=32, lr=0.02,
+                                checkpoint_every=4)
+  full = unlearn.UnlearnConfig(epochs=2, batch_size=32, lr=0.02,
+                               checkpoint_every=4)
+  seq_dir, vm_dir = str(tmp_path / "seq"), str(tmp_path / "vm")
+  # Both runs stop after one epoch (an "interrupted" 2-epoch run), then go on.
+  for path in (seq_dir, vm_dir):
+    unlearn.unlearn(oeu, model, o.params, o.batch_stats, d, config=short,
+                    num_classes=10, seed=0, checkpoint_dir=path)
+  a = unlearn.unlearn(oeu, model, o.params, o.batch_stats, d, config=full,
+                      num_classes=10, seed=0, checkpoint_dir=seq_dir)
+  b, = parallel.unlearn_seeds(oeu, model, [o.params], [o.batch_stats], [d],
+                              config=full, num_classes=10, seeds=[0],
+                              checkpoint_dirs=[vm_dir])
+  assert int(b.state.step) == int(a.state.step)
+  assert rel_diff(a.state.params, b.state.params) < 1e-3
+  # A finished vmapped run is reused as is by the sequential loop.
+  again = unlearn.unlearn(oeu, model, o.params, o.batch_stats, d,
+                          config=full, num_classes=10, seed=0,
+                          checkpoint_dir=vm_dir)
+  assert again.seconds == 0.0
+  assert rel_diff(b.state.params, again.state.params) == 0.0
+
+
+def test_seedwise_convolutions_equal_grouped_ones(setup):
+  ds, _ = setup
+  model = models.build_model("cnn", num_classes=10, bits="float",
+                             features=(4, 8), hidden=16)
+  cfg = train.TrainConfig(epochs=1, batch_size=32, lr=0.05)
+  x, y = ds.train_x[:96], ds.train_y[:96]
+  a = parallel.fit_seeds(model, x, y, config=cfg, seeds=(0, 1),
+                         seedwise_convs=True)
+  b = parallel.fit_seeds(model, x, y, config=cfg, seeds=(0, 1),
+                         seedwise_convs=False)
+  for ra, rb in zip(a, b):
+    assert rel_diff(ra.state.params, rb.state.params) < 1e-4
+
+
+def test_bad_inputs_raise_clear_errors(setup):
+  ds, model = setup
+  with pytest.raises(ValueError, match="batch sizes differ"):
+    parallel.fit_seeds(model, ds.train_x, ds.train_y, config=TRAIN,
+                       seeds=(0, 1), subsets=[np.arange(10), np.arange(20)])
+  with pytest.raises(ValueError, match="seeds"):
+    parallel.fit_seeds(model, ds.train_x, ds.train_y, config=TRAIN,
+                       seeds=(0, 1), subsets=[np.arange(64)])
+  with pytest.raises(ValueError, match="distinct"):
+    parallel.fit_seeds(model, ds.train_x, ds.train_y, config=TRAIN,
+                       seeds=(1, 1))
+
+
+_MULTI_DEVICE = textwrap.dedent("""
+    import json
+    import jax, jax.numpy as jnp, numpy as np
+    from oeu_jax import data, methods, models, parallel, train, unlearn
+
+    def rel(a, b):
+      num = sum(float(jnp.sum((x - y) ** 2)) for x, y in
+                zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+      return (num / sum(float(jnp.sum(x ** 2))
+                        for x in jax.tree.leaves(a))) ** 0.5
+
+    ds = data.load_dataset("digits")
+    x, y = ds.train_x[:160], ds.train_y[:160]
+    model = models.build_model("resnet18", num_classes=10, bits="w4a8",
+                               width=0.0625)
+    cfg = train.TrainConfig(epochs=1, batch_size=32, lr=0.05)
+    mesh = parallel.make_mesh()
+    out = {"devices": len(jax.devices())}
+    a = train.fit(model, x, y, config=cfg, seed=0)
+    b = train.fit(model, x, y, config=cfg, seed=0, mesh=mesh)
+    out["fit"] = rel(a.state.params, b.state.params)
+    out["fit_bn"] = rel(a.state.batch_stats, b.state.batch_stats)
+    d = unlearn.make_data(x, y, np.arange(32), np.arange(32, 160))
+    oeu = methods.build_method("oeu", model)
+    ucfg = unlearn.UnlearnConfig(epochs=1, batch_size=16, lr=0.02)
+    ua = unlearn.unlearn(oeu, model, a.state.params, a.state.batch_stats, d,
+                         config=ucfg, num_classes=10, seed=0)
+    ub = unlearn.unlearn(oeu, model, a.state.params, a.state.batch_stats, d,
+                         config=ucfg, num_classes=10, seed=0, mesh=mesh)
+    out["unlearn"] = rel(ua.state.params, ub.state.params)
+    uc = parallel.unlearn_seeds(oeu, model, [a.state.params] * 2,
+                                [a.state.batch_stats] * 2, [d, d],
+                                config=ucfg, num_classes=10, seeds=[0, 1],
+                                mesh=mesh)
+    out["unlearn_seeds"] = rel(ua.state.params, uc[0].state.params)
+    # The batch is really split: the step's program all-reduces gradients.
+    st, tx = unlearn.init_state(oeu, model, a.state.params,
+                                a.state.batch_stats, d, config=ucfg,
+                                num_classes=10, seed=0)
+    fi, ri = unlearn.step_indices(32, 128, ucfg, 0, 0)
+    hlo = jax.jit(unlearn.make_step(oeu, tx)).lower(
+        parallel.replicate(mesh, st), *parallel.replicate(mesh, d),
+        parallel.shard_batch(mesh, fi),
+        parallel.shard_batch(mesh, ri)).compile().as_text()
+    out["all_reduce"] = "all-reduce" in hlo
+    out["idx_sharding"] = str(parallel.shard_batch(mesh, ri).sharding.spec)
+    print("RESULT " + json.dumps(out))
+    """)
+
+
+def test_four_devices_give_the_one_device_results():
+  env = dict(os.environ,
+             XLA_FLAGS="--xla_force_host_platform_device_count=4",
+             JAX_PLATFORMS="cpu")
+  proc = subprocess.run([sys.executable, "-c", _MULTI_DEVICE], env=env,
+                        capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  line = next(l for l in proc.stdout.splitlines() if l.startswith("RESULT "))
+  out = json.loads(line[len("RESULT "):])
+  assert out["devices"] == 4
+  assert out["all_reduce"]
+  assert "data" in out["idx_sharding"]
+  for k in ("fit", "fit_bn", "unlearn", "unlearn_seeds"):
+    assert out[k] < 1e-3, (k, out)
