@@ -102,6 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="hide progress bars")
     sp.add_argument("--quick", action="store_true",
                     help="tiny budget (CI smoke runs)")
+    sp.add_argument("--vmap-seeds", action="store_true",
+                    help="run all seeds as one vmapped program per stage "
+                         "(Original, Retrain, each method); same results up "
+                         "to float rounding")
 
   demo = sub.add_parser("demo", help="offline demo on scikit-learn digits")
   common(demo)
@@ -254,13 +258,15 @@ def run_config_from_args(args) -> pipeline.RunConfig:
 
 
 def execute(configs: Sequence[pipeline.RunConfig], workdir: Path, *,
-            progress: bool, resume: bool = False) -> list:
+            progress: bool, resume: bool = False,
+            vmap_seeds: bool = False) -> list:
   """Runs experiments, prints their tables, writes ``results.json``."""
   records = []
   for cfg in configs:
     pipeline.resolve(cfg)  # Fail fast, before any training.
   for cfg in configs:
     recs = pipeline.run(cfg, workdir, progress=progress, resume=resume,
+                        vmap_seeds=vmap_seeds,
                         log=lambda s: print(s, file=sys.stderr, flush=True))
     title = (f"{cfg.dataset} / {cfg.model} / {cfg.bits} / {cfg.scenario} "
              + (f"class {cfg.forget_class}" if cfg.scenario == "class"
@@ -339,7 +345,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     configs = _configs_from_args(args)
     workdir = _workdir(args.workdir)
     execute(configs, workdir, progress=not args.no_progress,
-            resume=args.resume)
+            resume=args.resume, vmap_seeds=args.vmap_seeds)
   except (checkpointing.CheckpointError, FloatingPointError,
           AssertionError) as e:
     print(_one_line(e), file=sys.stderr)

@@ -9,7 +9,22 @@ over a chunk of steps, so a chunk of N seeds costs one dispatch. Batch order
 is each seed's own (:func:`oeu_jax.unlearn.step_indices`,
 :func:`oeu_jax.train.batch_indices`), computed on the host exactly as the
 sequential loops do, so each seed's result equals its sequential run's up to
-float rounding (vmapped kernels may sum in another order).
+float rounding (vmapped kernels may sum in another order). Float models
+agree to about 1e-6 (relative, parameters); in quantized training a
+rounding difference can move a weight across a 4-bit step, so after a few
+epochs W4A8 parameters differ by up to about 1e-2 and a borderline test
+example may change class, as between any two runs that differ by one ulp.
+:func:`run_stages` runs the experiment runner's stages (Original, Retrain,
+each method) this way.
+
+On CPU, vmapping a convolution over seeds (a per-seed kernel) gives a
+grouped convolution that XLA's CPU backend expands into a dense one N times
+larger; there each convolution runs seed by seed inside the program
+(``seedwise_convs``), everything else stays vmapped. On CPU the steady-state
+step costs about what N sequential steps cost (the machine is compute
+bound); the gain is one compilation instead of N and no per-step dispatch.
+On GPU/TPU the vmapped program fills the device that one small model
+leaves idle.
 
 Seeds whose D_f / D_r (or training subsets) differ in size are padded to a
 common size; batch indices are drawn from each seed's true sizes, so padding
@@ -371,6 +386,10 @@ def _loop(driver: _Driver, state, totals, starts, data, indices_of, *,
     steps = np.arange(a, b)
     active = ((steps[:, None] >= np.asarray(starts)[None])
               & (steps[:, None] < np.asarray(totals)[None]))
+    if not active.any():  # Between one seed's end and another's restart.
+      if bar is not None:
+        bar.update(b - a)
+      continue
     per_step = [[indices_of(i, int(g)) if active[k, i] else None
                  for i in range(n)] for k, g in enumerate(steps)]
     idx_seq = _stack_indices(per_step)
@@ -698,3 +717,74 @@ def fit_seeds(model, x: np.ndarray, y: np.ndarray, *,
         unstack(state, j), seconds * share, driver.compile_seconds * share,
         np.asarray(losses_seen[i], np.float32), skipped[i])
   return results
+
+
+# --------------------------------------------------------------------------
+# The experiment runner's stages
+
+
+def run_stages(model, dataset: data_lib.Dataset, splits: dict, methods: dict,
+               *, train_config: train_lib.TrainConfig,
+               unlearn_config: unlearn_lib.UnlearnConfig,
+               checkpoint_dir: Callable[[int, str], str],
+               progress: bool = False, resume: bool = False,
+               log: Callable[[str], None] = logging.info,
+               mesh: Optional[Mesh] = None) -> dict:
+  """Original, Retrain and every method for all seeds, each stage vmapped.
+
+  The vmapped counterpart of the per-seed loop of
+  :func:`oeu_jax.pipeline.run`: three kinds of stages, each one program
+  over the seeds, with the same checkpoint directories (so a run may be
+  continued either way).
+
+  Args:
+    model: the Flax module.
+    dataset: the loaded dataset.
+    splits: ``{seed: Split}``.
+    methods: ``{name: Method}`` (``retrain`` excluded).
+    train_config: the Original/Retrain recipe.
+    unlearn_config: the unlearning budget.
+    checkpoint_dir: ``(seed, stage) -> directory``; ``stage`` is
+      ``"original"``, ``"retrain"`` or a method name.
+    progress: tqdm bars.
+    resume: continue unfinished runs (finished ones are always reused).
+    log: progress lines.
+    mesh: data parallelism over devices.
+
+  Returns:
+    ``{(stage, seed): TrainResult or UnlearnResult}``.
+  """
+  seeds = [int(s) for s in splits]
+  tag = ",".join(str(s) for s in seeds)
+  out = {}
+  log(f"[seeds {tag}] Original: vmapped over {len(seeds)} seeds")
+  res = fit_seeds(model, dataset.train_x, dataset.train_y,
+                  config=train_config, seeds=seeds,
+                  checkpoint_dirs=[checkpoint_dir(s, "original")
+                                   for s in seeds],
+                  progress=progress, desc="original", resume=resume,
+                  mesh=mesh)
+  out.update({("original", s): r for s, r in zip(seeds, res)})
+  log(f"[seeds {tag}] Retrain on D_r: vmapped")
+  res = fit_seeds(model, dataset.train_x, dataset.train_y,
+                  config=train_config, seeds=seeds,
+                  subsets=[splits[s].retain_idx for s in seeds],
+                  checkpoint_dirs=[checkpoint_dir(s, "retrain")
+                                   for s in seeds],
+                  progress=progress, desc="retrain", resume=resume,
+                  mesh=mesh)
+  out.update({("retrain", s): r for s, r in zip(seeds, res)})
+  datas = [unlearn_lib.make_data(dataset.train_x, dataset.train_y,
+                                 splits[s].forget_idx, splits[s].retain_idx)
+           for s in seeds]
+  originals = [out[("original", s)].state for s in seeds]
+  for name, method in methods.items():
+    log(f"[seeds {tag}] {name}: vmapped")
+    res = unlearn_seeds(
+        method, model, [o.params for o in originals],
+        [o.batch_stats for o in originals], datas, config=unlearn_config,
+        num_classes=dataset.num_classes, seeds=seeds,
+        checkpoint_dirs=[checkpoint_dir(s, name) for s in seeds],
+        progress=progress, resume=resume, mesh=mesh)
+    out.update({(name, s): r for s, r in zip(seeds, res)})
+  return out

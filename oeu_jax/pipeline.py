@@ -27,6 +27,7 @@ from oeu_jax import evaluate as evaluate_lib
 from oeu_jax import methods as methods_lib
 from oeu_jax import metrics
 from oeu_jax import models
+from oeu_jax import parallel
 from oeu_jax import quantization
 from oeu_jax import train as train_lib
 from oeu_jax import unlearn as unlearn_lib
@@ -188,7 +189,8 @@ def _timed_checkpoint(ckpt_dir: Path, fn: Callable[[], Any]) -> tuple:
 
 
 def run(config: RunConfig, workdir: str | Path, *, progress: bool = False,
-        resume: bool = False, log: Callable[[str], None] = logging.info) -> list[dict]:
+        resume: bool = False, vmap_seeds: bool = False,
+        log: Callable[[str], None] = logging.info) -> list[dict]:
   """Runs the experiment; returns one record per (method, seed).
 
   Args:
@@ -199,6 +201,11 @@ def run(config: RunConfig, workdir: str | Path, *, progress: bool = False,
       ``workdir`` from their last checkpoints (bit-identical to an
       uninterrupted run). False: finished ones are still reused, and an
       unfinished one raises ValueError naming its directory.
+    vmap_seeds: train the Original models, the Retrain models and each
+      method for all seeds as one vmapped program per stage
+      (:func:`oeu_jax.parallel.run_stages`); same checkpoints, and the same
+      results up to float rounding. ``rte_s`` is then the joint run's time
+      divided by the number of seeds.
     log: where to report progress lines.
 
   Returns:
@@ -227,17 +234,36 @@ def run(config: RunConfig, workdir: str | Path, *, progress: bool = False,
                            cfg.float_ends, cfg.model_kwargs,
                            cfg.train._replace(checkpoint_every=0))
   records = []
+  run_dir = (workdir / "checkpoints"
+             / f"{cfg.dataset}-{cfg.model}-{cfg.bits}-{model_tag}")
+  tag = _scenario_tag(cfg)
+  splits = {int(s): data_lib.make_split(
+      dataset, cfg.scenario, seed=int(s),
+      forget_ratio=cfg.forget_ratio if cfg.scenario == "random" else None,
+      forget_class=cfg.forget_class if cfg.scenario == "class" else None)
+      for s in cfg.seeds}
+
+  def ckpt_dir(seed: int, stage: str) -> Path:
+    root = run_dir / f"seed{seed}"
+    if stage == "original":
+      return root / "original"
+    if stage == "retrain":
+      return root / f"retrain-{tag}"
+    mtag = _fingerprint(
+        stage, hparams.get(stage),
+        dataclasses.replace(cfg.unlearn, checkpoint_every=0), cfg.optimizer)
+    return root / f"{stage}-{tag}-{mtag}"
+
+  pre = {}  # (stage, seed) -> result, when the seeds run vmapped.
+  if vmap_seeds:
+    pre = parallel.run_stages(
+        model, dataset, splits, built, train_config=cfg.train,
+        unlearn_config=cfg.unlearn,
+        checkpoint_dir=lambda s, stage: str(ckpt_dir(s, stage)),
+        progress=progress, resume=resume, log=log)
   for seed in cfg.seeds:
     seed = int(seed)
-    split = data_lib.make_split(dataset, cfg.scenario,
-                                forget_ratio=cfg.forget_ratio
-                                if cfg.scenario == "random" else None,
-                                forget_class=cfg.forget_class
-                                if cfg.scenario == "class" else None,
-                                seed=seed)
-    run_dir = (workdir / "checkpoints"
-               / f"{cfg.dataset}-{cfg.model}-{cfg.bits}-{model_tag}")
-    root = run_dir / f"seed{seed}"
+    split = splits[seed]
     _write_json(run_dir / "model.json", {
         "model": cfg.model, "bits": cfg.bits,
         "num_classes": dataset.num_classes, "float_ends": cfg.float_ends,
@@ -258,18 +284,20 @@ def run(config: RunConfig, workdir: str | Path, *, progress: bool = False,
       return rec
 
     log(f"[seed {seed}] Original: {cfg.model} {cfg.bits} on {cfg.dataset}")
-    orig, t_orig = _timed_checkpoint(root / "original", lambda: train_lib.fit(
+    odir = ckpt_dir(seed, "original")
+    orig, t_orig = _timed_checkpoint(odir, lambda: pre.get(
+        ("original", seed)) or train_lib.fit(
         model, dataset.train_x, dataset.train_y, config=cfg.train, seed=seed,
-        checkpoint_dir=str(root / "original"), progress=progress,
+        checkpoint_dir=str(odir), progress=progress,
         desc=f"original s{seed}", resume=resume))
     ostate = orig.state
     rows = [record("original", ostate.params, ostate.batch_stats,
                    t_orig["seconds"], t_orig["compile_seconds"])]
 
-    tag = _scenario_tag(cfg)
-    rdir = root / f"retrain-{tag}"
+    rdir = ckpt_dir(seed, "retrain")
     log(f"[seed {seed}] Retrain on D_r ({len(split.retain_idx)} examples)")
-    retr, t_retr = _timed_checkpoint(rdir, lambda: train_lib.fit(
+    retr, t_retr = _timed_checkpoint(rdir, lambda: pre.get(
+        ("retrain", seed)) or train_lib.fit(
         model, dataset.train_x[split.retain_idx],
         dataset.train_y[split.retain_idx], config=cfg.train, seed=seed,
         checkpoint_dir=str(rdir), progress=progress,
@@ -280,12 +308,10 @@ def run(config: RunConfig, workdir: str | Path, *, progress: bool = False,
     udata = unlearn_lib.make_data(dataset.train_x, dataset.train_y,
                                   split.forget_idx, split.retain_idx)
     for name, method in built.items():
-      mtag = _fingerprint(
-          name, hparams.get(name),
-          dataclasses.replace(cfg.unlearn, checkpoint_every=0), cfg.optimizer)
-      udir = root / f"{name}-{tag}-{mtag}"
+      udir = ckpt_dir(seed, name)
       log(f"[seed {seed}] {name}")
-      res, t_un = _timed_checkpoint(udir, lambda: unlearn_lib.unlearn(
+      res, t_un = _timed_checkpoint(udir, lambda: pre.get(
+          (name, seed)) or unlearn_lib.unlearn(
           method, model, ostate.params, ostate.batch_stats, udata,
           config=cfg.unlearn, num_classes=dataset.num_classes, seed=seed,
           checkpoint_dir=str(udir), progress=progress, resume=resume))

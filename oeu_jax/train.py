@@ -202,7 +202,6 @@ def make_optimizer(config: TrainConfig, total_steps: int):
 def fit(model, x: np.ndarray, y: np.ndarray, *, config: TrainConfig,
         seed: int, checkpoint_dir: Optional[str] = None,
         progress: bool = False, desc: str = "train",
-        init_params: Optional[Any] = None,
         resume: bool = True,
         mesh: Optional[jax.sharding.Mesh] = None) -> TrainResult:
   """Trains ``model`` on ``(x, y)`` from scratch (QAT when it is quantized).
@@ -218,7 +217,6 @@ def fit(model, x: np.ndarray, y: np.ndarray, *, config: TrainConfig,
       there is returned as is; an unfinished one is resumed (see ``resume``).
     progress: show a tqdm progress bar.
     desc: progress-bar label.
-    init_params: unused hook kept ``None`` (initialization comes from seed).
     resume: continue an unfinished run found in ``checkpoint_dir`` from its
       latest checkpoint (bit-identical to an uninterrupted run). False: such
       a run is an error instead of being continued silently.
@@ -236,7 +234,6 @@ def fit(model, x: np.ndarray, y: np.ndarray, *, config: TrainConfig,
     FloatingPointError: a non-finite loss, gradient or parameter (naming the
       step) unless ``config.skip_nonfinite``.
   """
-  del init_params
   validate_config(config)
   x, y = data_lib.validate_arrays(
       x, y, getattr(model, "num_classes", None) or

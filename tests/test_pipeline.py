@@ -88,3 +88,35 @@ def test_cli_export_converts_every_run(class_run, capsys):
     assert m["serving_packed_bytes"] * 4 < m["float_bytes"]
   assert cli.main(["export", "--workdir", str(workdir / "missing")]) == 2
   assert "missing" in capsys.readouterr().err
+
+
+def test_vmapped_seeds_match_sequential_runs_and_share_checkpoints(
+    tmp_path, monkeypatch):
+  argv = ["run", "--dataset", "digits", "--bits", "float", "--scenario",
+          "random", "--forget-ratio", "0.1", "--methods", "oeu,rl",
+          "--seeds", "0,1", "--epochs", "2", "--unlearn-epochs", "1",
+          "--max-examples", "400", "--no-progress"]
+  vdir, sdir = tmp_path / "vmapped", tmp_path / "sequential"
+  assert cli.main(argv + ["--workdir", str(vdir), "--vmap-seeds"]) == 0
+  assert cli.main(argv + ["--workdir", str(sdir)]) == 0
+  vm = json.loads((vdir / "results.json").read_text())
+  seq = json.loads((sdir / "results.json").read_text())
+  assert [(r["method"], r["seed"]) for r in vm] == [
+      (r["method"], r["seed"]) for r in seq]
+  assert {r["seed"] for r in vm} == {0, 1}
+  for a, b in zip(seq, vm):
+    for k in ("ua", "ra", "ta", "forget_entropy"):
+      # Float models agree to ~1e-6; at most one borderline example moves.
+      assert b[k] == pytest.approx(a[k], abs=1.0), (a["method"], k)
+  # The sequential loop reuses the vmapped run's checkpoints as they are.
+
+  def no_training(*args, **kwargs):
+    raise AssertionError("the vmapped checkpoints should be reused")
+
+  monkeypatch.setattr(train, "make_train_step", no_training)
+  monkeypatch.setattr(unlearn, "make_step", no_training)
+  assert cli.main(argv + ["--workdir", str(vdir)]) == 0
+  again = json.loads((vdir / "results.json").read_text())
+  for a, b in zip(vm, again):
+    for k in ("ua", "ra", "ta", "mia_efficacy", "rte_s"):
+      assert a[k] == b[k], (a["method"], k)
