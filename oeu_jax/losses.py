@@ -45,7 +45,8 @@ def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
   """
   _check_labels(logits, labels)
   logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-  return -jnp.take_along_axis(logp, labels[:, None].astype(jnp.int32), axis=-1)[:, 0]
+  idx = labels[:, None].astype(jnp.int32)
+  return -jnp.take_along_axis(logp, idx, axis=-1)[:, 0]
 
 
 def soft_cross_entropy(logits: jax.Array, targets: jax.Array) -> jax.Array:

@@ -215,10 +215,10 @@ def add_reference(weight: float = 1.0) -> optax.GradientTransformationExtraArgs:
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
-def oeu_direction(*, alpha: float = 1.0, beta: float = 1.0,
-                  scope: str = "global", mode: str = "always",
-                  eps: float = 1e-12,
-                  project: bool = True) -> optax.GradientTransformationExtraArgs:
+def oeu_direction(
+    *, alpha: float = 1.0, beta: float = 1.0, scope: str = "global",
+    mode: str = "always", eps: float = 1e-12,
+    project: bool = True) -> optax.GradientTransformationExtraArgs:
   """``alpha * g_f_perp + beta * g_r`` as one chain (without the optimizer).
 
   Args:
