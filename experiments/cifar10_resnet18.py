@@ -23,14 +23,4 @@ DATASET = "cifar10"
 
 
 def configs(quick: bool = False) -> dict:
-  base = dict(dataset=DATASET, model="resnet18", bits="w4a8",
-              methods=common.BASELINES)
-  out = {"random10": common.make(**base, scenario="random",
-                                 forget_ratio=0.1),
-         "class0": common.make(**base, scenario="class", forget_class=0)}
-  if quick:
-    out = {k: common.quick(v, train_epochs=2, unlearn_epochs=1,
-                           max_examples=2048,
-                           model_kwargs=(("width", 0.125),))
-           for k, v in out.items()}
-  return out
+  return common.resnet18_tables(DATASET, tiny=quick)

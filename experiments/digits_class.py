@@ -23,5 +23,6 @@ def configs(quick: bool = False) -> dict:
   cfg = common.make(dataset="digits", model="cnn", methods=common.BASELINES,
                     scenario="class", forget_class=FORGET_CLASS)
   if quick:
-    cfg = common.quick(cfg)
-  return {f"class{FORGET_CLASS}": cfg}
+    return {f"class{FORGET_CLASS}": common.quick(cfg)}
+  return {f"class{FORGET_CLASS}": cfg,
+          f"class{FORGET_CLASS}-tuned": common.tuned(cfg)}

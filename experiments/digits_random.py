@@ -22,5 +22,5 @@ def configs(quick: bool = False) -> dict:
   cfg = common.make(dataset="digits", model="cnn", methods=common.BASELINES,
                     scenario="random", forget_ratio=0.1)
   if quick:
-    cfg = common.quick(cfg)
-  return {"random10": cfg}
+    return {"random10": common.quick(cfg)}
+  return {"random10": cfg, "random10-tuned": common.tuned(cfg)}

@@ -42,4 +42,5 @@ def configs(quick: bool = False) -> dict:
                     forget_class=FORGET_CLASS, max_examples=CPU_EXAMPLES,
                     train=CPU_TRAIN, unlearn=CPU_UNLEARN)
   return {f"class{FORGET_CLASS}": cpu,
+          f"class{FORGET_CLASS}-tuned": common.tuned(cpu),
           f"class{FORGET_CLASS}-full": full}

@@ -40,4 +40,5 @@ def configs(quick: bool = False) -> dict:
                     scenario="random", forget_ratio=0.1,
                     max_examples=CPU_EXAMPLES,
                     train=CPU_TRAIN, unlearn=CPU_UNLEARN)
-  return {"random10": cpu, "random10-full": full}
+  return {"random10": cpu, "random10-tuned": common.tuned(cpu),
+          "random10-full": full}

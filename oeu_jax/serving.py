@@ -53,6 +53,7 @@ from oeu_jax import checkpointing
 from oeu_jax import data as data_lib
 from oeu_jax import models
 from oeu_jax import quantization
+from oeu_jax import train as train_lib
 
 __all__ = [
     "AQT_COLLECTION",
@@ -345,19 +346,8 @@ def predict(model: nn.Module, variables: Any, x: np.ndarray, *,
   Raises:
     ValueError: on an empty input or a float model.
   """
-  n = len(x)
-  if n == 0:
-    raise ValueError("predict: empty input")
-  b = min(batch_size, n)
-  out = []
-  for i in range(0, n, b):
-    chunk = np.asarray(x[i:i + b], np.float32)
-    pad = b - len(chunk)
-    if pad:
-      chunk = np.concatenate([chunk, np.zeros((pad,) + chunk.shape[1:],
-                                              np.float32)])
-    out.append(np.asarray(serving_apply(model, variables, chunk))[:b - pad])
-  return np.concatenate(out)
+  return train_lib.batched(lambda c: serving_apply(model, variables, c), x,
+                           batch_size=batch_size)
 
 
 # --------------------------------------------------------------------------

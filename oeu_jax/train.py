@@ -392,6 +392,28 @@ def predict(model, params, batch_stats, x: np.ndarray, *,
   Returns:
     ``(N, K)`` float32 NumPy logits.
   """
+  return batched(lambda chunk: _eval_logits(model, params, batch_stats, chunk),
+                 x, batch_size=batch_size)
+
+
+def batched(fn: Callable[[np.ndarray], Any], x: np.ndarray, *,
+            batch_size: int) -> np.ndarray:
+  """``fn`` over ``x`` in batches of one compiled size, concatenated.
+
+  Batches of ``min(batch_size, len(x))`` in order, the last one zero-padded
+  to full size (and the padding's outputs dropped), so ``fn`` compiles once.
+
+  Args:
+    fn: maps a ``(B, ...)`` float32 batch to ``(B, ...)`` outputs.
+    x: ``(N, ...)`` inputs.
+    batch_size: the compiled batch size.
+
+  Returns:
+    ``(N, ...)`` NumPy outputs.
+
+  Raises:
+    ValueError: on an empty input.
+  """
   n = len(x)
   if n == 0:
     raise ValueError("predict: empty input")
@@ -403,8 +425,7 @@ def predict(model, params, batch_stats, x: np.ndarray, *,
     if pad:
       chunk = np.concatenate([chunk, np.zeros((pad,) + chunk.shape[1:],
                                               np.float32)])
-    out.append(np.asarray(_eval_logits(model, params, batch_stats,
-                                       chunk))[:b - pad])
+    out.append(np.asarray(fn(chunk))[:b - pad])
   return np.concatenate(out)
 
 
