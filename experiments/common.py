@@ -32,7 +32,9 @@ QUICK_SEEDS = (0,)
 # in oeu_jax/methods.py. The ``-tuned`` variants of the CPU tables use them.
 TUNED = (
     ("l1_sparse", (("alpha", 1e-3),)),
-    ("neggrad_plus", (("beta", 0.9),)),
+    # beta=0.9 was best on seed 0 but diverges (non-finite weights) on
+    # seed 1 of digits class 3; 0.99 is the grid's next best.
+    ("neggrad_plus", (("beta", 0.99),)),
     ("oeu", (("alpha", 0.5),)),
     ("rl", (("forget_weight", 0.5),)),
     ("salun", (("sparsity", 0.1),)),
