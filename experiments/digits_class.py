@@ -12,6 +12,7 @@ Command::
 Result here (2026-11-25, 3 seeds, RESULTS.md): Avg. gap OEU 5.81 ± 6.96,
 best baseline RL 0.52 ± 0.23, Q-MUL 1.82 ± 0.70; OEU's D_f outputs are
 near uniform (H/log K 0.995) so its argmax is noise-limited.
+``class3-tuned``: OEU 1.62 ± 0.18, RL 0.27 ± 0.07, SalUn 0.65.
 """
 
 from experiments import common

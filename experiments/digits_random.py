@@ -12,7 +12,8 @@ Command::
 
 Result here (2026-11-25, 3 seeds, RESULTS.md): Avg. gap OEU 1.11 ± 0.50,
 best FT / NegGrad+ 0.88, Q-MUL 0.93; the Original model already scores
-0.90 (digits D_f generalizes like Retrain's test set).
+0.90 (digits D_f generalizes like Retrain's test set). ``random10-tuned``:
+OEU 0.65 ± 0.17 (best), FT / NegGrad+ 0.88.
 """
 
 from experiments import common

@@ -10,7 +10,8 @@ Command::
 
 Result here (2026-11-25, ``class3`` CPU variant, 3 seeds, RESULTS.md):
 Avg. gap OEU 1.97 ± 2.36 (best), RL 2.96 ± 0.83, SalUn 3.03, Q-MUL
-15.20 ± 7.22. The ``-full`` variant was not run here.
+15.20 ± 7.22. ``class3-tuned``: OEU 5.23 ± 0.76, RL 1.42 ± 0.52 (best).
+The ``-full`` variant was not run here.
 """
 
 from experiments import common
