@@ -210,6 +210,22 @@ def _pyplot():
   return plt
 
 
+def _save_grid(plt, fig, axes, used: int, xlabel: str,
+               path: str | Path) -> bool:
+  """Hides unused panels, labels the outer axes, writes the PNG."""
+  for ax in axes.flat[used:]:
+    ax.axis("off")
+  for ax in axes[-1]:
+    ax.set_xlabel(xlabel, fontsize=8)
+  for ax in axes[:, 0]:
+    ax.set_ylabel("fraction of D_f", fontsize=8)
+  fig.tight_layout()
+  Path(path).parent.mkdir(parents=True, exist_ok=True)
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+  return True
+
+
 def plot_entropy_histograms(records: Sequence[Mapping[str, Any]],
                             path: str | Path, *,
                             methods: Optional[Sequence[str]] = None) -> bool:
@@ -237,17 +253,7 @@ def plot_entropy_histograms(records: Sequence[Mapping[str, Any]],
            color="tab:blue", edgecolor="white", linewidth=0.3)
     ax.set_title(m, fontsize=9)
     ax.set_xlim(0, 1)
-  for ax in axes.flat[len(hists):]:
-    ax.axis("off")
-  for ax in axes[-1]:
-    ax.set_xlabel("H(p) / log K on D_f", fontsize=8)
-  for ax in axes[:, 0]:
-    ax.set_ylabel("fraction of D_f", fontsize=8)
-  fig.tight_layout()
-  Path(path).parent.mkdir(parents=True, exist_ok=True)
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
-  return True
+  return _save_grid(plt, fig, axes, len(hists), "H(p) / log K on D_f", path)
 
 
 def plot_pred_histograms(records: Sequence[Mapping[str, Any]],
@@ -275,17 +281,8 @@ def plot_pred_histograms(records: Sequence[Mapping[str, Any]],
     if len(h) <= 20:
       ax.set_xticks(np.arange(len(h)))
       ax.tick_params(labelsize=7)
-  for ax in axes.flat[len(hists):]:
-    ax.axis("off")
-  for ax in axes[-1]:
-    ax.set_xlabel("predicted class on D_f", fontsize=8)
-  for ax in axes[:, 0]:
-    ax.set_ylabel("fraction of D_f", fontsize=8)
-  fig.tight_layout()
-  Path(path).parent.mkdir(parents=True, exist_ok=True)
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
-  return True
+  return _save_grid(plt, fig, axes, len(hists), "predicted class on D_f",
+                    path)
 
 
 def write_report(records: Sequence[Mapping[str, Any]], outdir: str | Path, *,

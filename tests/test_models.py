@@ -12,31 +12,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from reference import cosine
+from reference import fake_quant
+from reference import rel_err
 
 from oeu_jax import models
 from oeu_jax.models import QConv
 from oeu_jax.models import QDense
 from oeu_jax.quantization import QuantSpec
 from oeu_jax.quantization import preset
-
-
-def _rel_err(a, b):
-  return float(jnp.linalg.norm(a - b) / jnp.linalg.norm(b))
-
-
-def _cosine(a, b):
-  a, b = jnp.ravel(a), jnp.ravel(b)
-  return float(jnp.vdot(a, b) / (jnp.linalg.norm(a) * jnp.linalg.norm(b)))
-
-
-def _fake_quant(x, bits, axes):
-  """NumPy symmetric absmax fake quantization with AQT's bucket convention."""
-  x = np.asarray(x, np.float64)
-  absmax = np.max(np.abs(x), axis=axes, keepdims=True)
-  absmax = np.where(absmax == 0.0, 1.0, absmax)
-  scale = absmax / (2.0 ** (bits - 1) - 0.5)
-  limit = 2.0 ** (bits - 1) - 1
-  return np.clip(np.round(x / scale), -limit, limit) * scale
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -122,7 +106,7 @@ def test_quantized_conv_error_grows_with_fewer_bits(groups, features):
                feature_group_count=groups)
   params = _init(QConv(**layer), jax.random.key(1), x)
   ref = _apply(QConv(**layer), params, x)
-  errors = {name: _rel_err(_apply(QConv(**layer, quant=preset(name)), params,
+  errors = {name: rel_err(_apply(QConv(**layer, quant=preset(name)), params,
                                   x), ref)
             for name in ("w8a8", "w4a8", "w4a4")}
   assert 0.0 < errors["w8a8"] < 0.03  # Quantization is really applied.
@@ -140,8 +124,8 @@ def test_quantized_conv_matches_fake_quant_reference(groups, strides, padding):
   params = _init(QConv(**layer), jax.random.key(1), x)
   out = _apply(QConv(**layer, quant=spec), params, x)
   kernel = params["params"]["kernel"]
-  xq = _fake_quant(x, spec.act_bits, axes=None)  # Per tensor.
-  kq = _fake_quant(kernel, spec.weight_bits, axes=(0, 1, 2))  # Per out chan.
+  xq = fake_quant(x, spec.act_bits, axes=None)  # Per tensor.
+  kq = fake_quant(kernel, spec.weight_bits, axes=(0, 1, 2))  # Per out chan.
   ref = _apply(nn.Conv(**layer),
                {"params": {"kernel": jnp.asarray(kq, jnp.float32),
                            "bias": params["params"]["bias"]}},
@@ -181,8 +165,8 @@ def test_quantized_conv_gradients(name, groups, features):
   gk_f, gk_q = gp_f["params"]["kernel"], gp_q["params"]["kernel"]
   assert float(jnp.linalg.norm(gk_q)) > 0.1 * float(jnp.linalg.norm(gk_f))
   assert float(jnp.linalg.norm(gx_q)) > 0.1 * float(jnp.linalg.norm(gx_f))
-  assert _cosine(gk_q, gk_f) > 0.9
-  assert _cosine(gx_q, gx_f) > 0.9
+  assert cosine(gk_q, gk_f) > 0.9
+  assert cosine(gx_q, gx_f) > 0.9
 
 
 def test_qconv_rejects_bad_inputs():
@@ -225,7 +209,7 @@ def test_quantized_model_differs_from_float_with_same_params():
     # AQT adds no variables: a float and a quantized model share params.
     jax.tree.map(np.testing.assert_array_equal, q_params, params)
     out, _ = _apply_model(model, params, {}, x, train=False)
-    errors[bits] = _rel_err(out, ref)
+    errors[bits] = rel_err(out, ref)
   assert 0.0 < errors["w8a8"] < errors["w4a4"]
 
 

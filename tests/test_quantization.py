@@ -6,33 +6,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from reference import cosine
+from reference import fake_quant
+from reference import rel_err
 
 from oeu_jax import quantization
 from oeu_jax.quantization import BITS
 from oeu_jax.quantization import QuantSpec
-
-
-def _rel_err(a, b):
-  return float(jnp.linalg.norm(a - b) / jnp.linalg.norm(b))
-
-
-def _cosine(a, b):
-  a, b = jnp.ravel(a), jnp.ravel(b)
-  return float(jnp.vdot(a, b) / (jnp.linalg.norm(a) * jnp.linalg.norm(b)))
-
-
-def _fake_quant(x, bits, axes):
-  """NumPy symmetric absmax fake quantization, AQT's convention.
-
-  AQT (preserve_zero=True, preserve_max_val=False) maps absmax to the edge of
-  the last bucket, 2**(bits-1) - 0.5, then clips to +-(2**(bits-1) - 1).
-  """
-  x = np.asarray(x, np.float64)
-  absmax = np.max(np.abs(x), axis=axes, keepdims=True)
-  absmax = np.where(absmax == 0.0, 1.0, absmax)
-  scale = absmax / (2.0 ** (bits - 1) - 0.5)
-  limit = 2.0 ** (bits - 1) - 1
-  return np.clip(np.round(x / scale), -limit, limit) * scale
 
 
 class _Dense(nn.Module):
@@ -149,7 +129,7 @@ def test_aqt_adds_no_variables_and_needs_no_rng():
 def test_w8a8_close_and_w4a4_further():
   x, params = _dense_setup()
   ref = _Dense(None).apply(params, x)
-  errors = {name: _rel_err(_Dense(quantization.preset(name)).apply(params, x),
+  errors = {name: rel_err(_Dense(quantization.preset(name)).apply(params, x),
                            ref) for name in ("w8a8", "w4a8", "w4a4")}
   assert 0.0 < errors["w8a8"] < 0.03
   assert errors["w8a8"] < errors["w4a8"] < errors["w4a4"] < 0.4
@@ -162,8 +142,8 @@ def test_dense_matches_numpy_fake_quant(name):
   out = _Dense(spec).apply(params, x)
   kernel = params["params"]["Dense_0"]["kernel"]
   bias = params["params"]["Dense_0"]["bias"]
-  xq = _fake_quant(x, spec.act_bits, axes=None)  # One scale per tensor.
-  wq = _fake_quant(kernel, spec.weight_bits, axes=0)  # Per output channel.
+  xq = fake_quant(x, spec.act_bits, axes=None)  # One scale per tensor.
+  wq = fake_quant(kernel, spec.weight_bits, axes=0)  # Per output channel.
   np.testing.assert_allclose(out, xq @ wq + np.asarray(bias), rtol=1e-4,
                              atol=1e-5)
 
@@ -177,7 +157,7 @@ def test_weight_scales_are_per_output_channel():
   params = {"params": {"Dense_0": {"kernel": kernel, "bias": layer["bias"]}}}
   ref = _Dense(None).apply(params, x)
   out = _Dense(QuantSpec(4, None)).apply(params, x)
-  assert _rel_err(out[:, 0], ref[:, 0]) < 0.3
+  assert rel_err(out[:, 0], ref[:, 0]) < 0.3
 
 
 def test_activation_scale_is_per_tensor():
@@ -207,5 +187,5 @@ def test_straight_through_gradients(name):
   k_quant = g_quant[0]["params"]["Dense_0"]["kernel"]
   assert float(jnp.linalg.norm(k_quant)) > 0.0
   assert float(jnp.linalg.norm(g_quant[1])) > 0.0
-  assert _cosine(k_quant, k_float) > 0.9
-  assert _cosine(g_quant[1], g_float[1]) > 0.9
+  assert cosine(k_quant, k_float) > 0.9
+  assert cosine(g_quant[1], g_float[1]) > 0.9
