@@ -37,8 +37,8 @@ import numpy as np
 from oeu_jax import data
 from oeu_jax import methods
 from oeu_jax import models
-from oeu_jax import parallel
 from oeu_jax import pipeline
+from oeu_jax import seeds as seeds_lib
 from oeu_jax import train
 from oeu_jax import transforms
 from oeu_jax import unlearn
@@ -210,7 +210,7 @@ def bench_seeds(args, rows, notes):
   if args.quick:
     ucfg = dataclasses.replace(ucfg, epochs=2)
   seeds = list(range(n))
-  originals = parallel.fit_seeds(model, ds.train_x, ds.train_y, config=tcfg,
+  originals = seeds_lib.fit_seeds(model, ds.train_x, ds.train_y, config=tcfg,
                                  seeds=seeds)
   datas = []
   for s in seeds:
@@ -225,7 +225,7 @@ def bench_seeds(args, rows, notes):
             for o, d, s in zip(originals, datas, seeds)]
 
   def vm_unlearn():
-    return parallel.unlearn_seeds(
+    return seeds_lib.unlearn_seeds(
         oeu, model, [o.state.params for o in originals],
         [o.state.batch_stats for o in originals], datas, config=ucfg,
         num_classes=10, seeds=seeds)
@@ -235,7 +235,7 @@ def bench_seeds(args, rows, notes):
             for s in seeds]
 
   def vm_fit():
-    return parallel.fit_seeds(model, ds.train_x, ds.train_y, config=tcfg,
+    return seeds_lib.fit_seeds(model, ds.train_x, ds.train_y, config=tcfg,
                               seeds=seeds)
 
   for what, seq_fn, vm_fn in (("unlearning (OEU)", seq_unlearn, vm_unlearn),
@@ -291,7 +291,8 @@ def bench_steps(args, rows, notes, table):
 _MEMORY_CHILD = """
 import dataclasses, json, resource, sys
 import jax, numpy as np
-from oeu_jax import data, methods, models, parallel, unlearn, pipeline
+from oeu_jax import data, methods, models, unlearn, pipeline
+from oeu_jax import seeds as seeds_lib
 mode, n, epochs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 ds = data.load_dataset("digits")
 model = models.build_model("cnn", num_classes=10, bits="w4a8")
@@ -309,7 +310,7 @@ if mode == "seq":
     unlearn.unlearn(oeu, model, params, stats, datas[s], config=cfg,
                     num_classes=10, seed=s)
 elif mode == "vmap":
-  parallel.unlearn_seeds(oeu, model, [params] * n, [stats] * n, datas,
+  seeds_lib.unlearn_seeds(oeu, model, [params] * n, [stats] * n, datas,
                          config=cfg, num_classes=10, seeds=range(n))
 stats_dev = jax.devices()[0].memory_stats()
 # VmHWM, not ru_maxrss: Linux carries ru_maxrss over fork + exec, so a

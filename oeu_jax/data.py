@@ -177,7 +177,9 @@ def _from_split(name, x, y, num_classes) -> Dataset:
 
 
 def _load_digits() -> Dataset:
-  from sklearn.datasets import load_digits  # pylint: disable=g-import-not-at-top
+  from sklearn.datasets import (
+    load_digits,  # pylint: disable=g-import-not-at-top
+  )
 
   bunch = load_digits()
   x = (np.asarray(bunch.images, np.float32) / 16.0)[..., None]

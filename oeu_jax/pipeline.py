@@ -27,8 +27,8 @@ from oeu_jax import evaluate as evaluate_lib
 from oeu_jax import methods as methods_lib
 from oeu_jax import metrics
 from oeu_jax import models
-from oeu_jax import parallel
 from oeu_jax import quantization
+from oeu_jax import seeds as seeds_lib
 from oeu_jax import train as train_lib
 from oeu_jax import unlearn as unlearn_lib
 
@@ -203,7 +203,7 @@ def run(config: RunConfig, workdir: str | Path, *, progress: bool = False,
       unfinished one raises ValueError naming its directory.
     vmap_seeds: train the Original models, the Retrain models and each
       method for all seeds as one vmapped program per stage
-      (:func:`oeu_jax.parallel.run_stages`); same checkpoints, and the same
+      (:func:`run_stages`); same checkpoints, and the same
       results up to float rounding. ``rte_s`` is then the joint run's time
       divided by the number of seeds.
     log: where to report progress lines.
@@ -256,7 +256,7 @@ def run(config: RunConfig, workdir: str | Path, *, progress: bool = False,
 
   pre = {}  # (stage, seed) -> result, when the seeds run vmapped.
   if vmap_seeds:
-    pre = parallel.run_stages(
+    pre = run_stages(
         model, dataset, splits, built, train_config=cfg.train,
         unlearn_config=cfg.unlearn,
         checkpoint_dir=lambda s, stage: str(ckpt_dir(s, stage)),
@@ -323,6 +323,73 @@ def run(config: RunConfig, workdir: str | Path, *, progress: bool = False,
       r["avg_gap"] = metrics.avg_gap(r, retrain_row)
     records.extend(rows)
   return records
+
+
+def run_stages(model, dataset: data_lib.Dataset, splits: dict, methods: dict,
+               *, train_config: train_lib.TrainConfig,
+               unlearn_config: unlearn_lib.UnlearnConfig,
+               checkpoint_dir: Callable[[int, str], str],
+               progress: bool = False, resume: bool = False,
+               log: Callable[[str], None] = logging.info,
+               mesh: Optional[jax.sharding.Mesh] = None) -> dict:
+  """Original, Retrain and every method for all seeds, each stage vmapped.
+
+  The vmapped counterpart of the per-seed loop of
+  :func:`oeu_jax.pipeline.run`: three kinds of stages, each one program
+  over the seeds, with the same checkpoint directories (so a run may be
+  continued either way).
+
+  Args:
+    model: the Flax module.
+    dataset: the loaded dataset.
+    splits: ``{seed: Split}``.
+    methods: ``{name: Method}`` (``retrain`` excluded).
+    train_config: the Original/Retrain recipe.
+    unlearn_config: the unlearning budget.
+    checkpoint_dir: ``(seed, stage) -> directory``; ``stage`` is
+      ``"original"``, ``"retrain"`` or a method name.
+    progress: tqdm bars.
+    resume: continue unfinished runs (finished ones are always reused).
+    log: progress lines.
+    mesh: data parallelism over devices.
+
+  Returns:
+    ``{(stage, seed): TrainResult or UnlearnResult}``.
+  """
+  seeds = [int(s) for s in splits]
+  tag = ",".join(str(s) for s in seeds)
+  out = {}
+  log(f"[seeds {tag}] Original: vmapped over {len(seeds)} seeds")
+  res = seeds_lib.fit_seeds(model, dataset.train_x, dataset.train_y,
+                  config=train_config, seeds=seeds,
+                  checkpoint_dirs=[checkpoint_dir(s, "original")
+                                   for s in seeds],
+                  progress=progress, desc="original", resume=resume,
+                  mesh=mesh)
+  out.update({("original", s): r for s, r in zip(seeds, res)})
+  log(f"[seeds {tag}] Retrain on D_r: vmapped")
+  res = seeds_lib.fit_seeds(model, dataset.train_x, dataset.train_y,
+                  config=train_config, seeds=seeds,
+                  subsets=[splits[s].retain_idx for s in seeds],
+                  checkpoint_dirs=[checkpoint_dir(s, "retrain")
+                                   for s in seeds],
+                  progress=progress, desc="retrain", resume=resume,
+                  mesh=mesh)
+  out.update({("retrain", s): r for s, r in zip(seeds, res)})
+  datas = [unlearn_lib.make_data(dataset.train_x, dataset.train_y,
+                                 splits[s].forget_idx, splits[s].retain_idx)
+           for s in seeds]
+  originals = [out[("original", s)].state for s in seeds]
+  for name, method in methods.items():
+    log(f"[seeds {tag}] {name}: vmapped")
+    res = seeds_lib.unlearn_seeds(
+        method, model, [o.params for o in originals],
+        [o.batch_stats for o in originals], datas, config=unlearn_config,
+        num_classes=dataset.num_classes, seeds=seeds,
+        checkpoint_dirs=[checkpoint_dir(s, name) for s in seeds],
+        progress=progress, resume=resume, mesh=mesh)
+    out.update({(name, s): r for s, r in zip(seeds, res)})
+  return out
 
 
 def write_results(records: Sequence[dict], path: str | Path) -> None:

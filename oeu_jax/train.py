@@ -27,6 +27,7 @@ import optax
 from oeu_jax import checkpointing
 from oeu_jax import data as data_lib
 from oeu_jax import losses
+from oeu_jax import mesh as mesh_lib
 from oeu_jax import models
 from oeu_jax import transforms
 
@@ -220,7 +221,7 @@ def fit(model, x: np.ndarray, y: np.ndarray, *, config: TrainConfig,
     resume: continue an unfinished run found in ``checkpoint_dir`` from its
       latest checkpoint (bit-identical to an uninterrupted run). False: such
       a run is an error instead of being continued silently.
-    mesh: data parallelism (:func:`oeu_jax.parallel.make_mesh`): state and
+    mesh: data parallelism (:func:`oeu_jax.mesh.make_mesh`): state and
       data replicated, each batch split along the mesh's ``"data"`` axis.
 
   Returns:
@@ -251,16 +252,16 @@ def fit(model, x: np.ndarray, y: np.ndarray, *, config: TrainConfig,
     logging.info("resumed %s from step %d", desc, last)
 
   x_dev, y_dev = jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.int32)
-  state, x_dev, y_dev = replicate(mesh, (state, x_dev, y_dev))
+  state, x_dev, y_dev = mesh_lib.replicate(mesh, (state, x_dev, y_dev))
   start = int(state.step)
   if start >= total:  # A finished run restored from its checkpoint.
     return TrainResult(state, 0.0, 0.0, np.zeros((0,), np.float32))
   step_fn = jax.jit(make_train_step(model, tx, augment=config.augment,
                                     skip_nonfinite=config.skip_nonfinite),
-                    donate_argnums=(0,), **replicated_outputs(mesh))
+                    donate_argnums=(0,), **mesh_lib.replicated_outputs(mesh))
   t0 = time.perf_counter()
   compiled = step_fn.lower(state, x_dev, y_dev,
-                           shard_batch(mesh, batch_indices(
+                           mesh_lib.shard_batch(mesh, batch_indices(
                                n, config.batch_size, seed, 0))).compile()
   compile_s = time.perf_counter() - t0
   losses_seen = []
@@ -268,7 +269,7 @@ def fit(model, x: np.ndarray, y: np.ndarray, *, config: TrainConfig,
   bar = _progress(range(start, total), progress, desc)
   t1 = time.perf_counter()
   for s in bar:
-    idx = shard_batch(mesh, batch_indices(n, config.batch_size, seed, s))
+    idx = mesh_lib.shard_batch(mesh, batch_indices(n, config.batch_size, seed, s))
     state, m = compiled(state, x_dev, y_dev, idx)
     if not bool(m["finite"]):
       if not config.skip_nonfinite:
@@ -290,38 +291,6 @@ def fit(model, x: np.ndarray, y: np.ndarray, *, config: TrainConfig,
   return TrainResult(state, seconds, compile_s,
                      np.asarray(jnp.stack(losses_seen)) if losses_seen else
                      np.zeros((0,), np.float32), skipped)
-
-
-def replicate(mesh: Optional[jax.sharding.Mesh], tree: Any) -> Any:
-  """Places ``tree`` on every device of ``mesh``; ``mesh=None``: as is."""
-  if mesh is None:
-    return tree
-  return jax.device_put(tree, jax.sharding.NamedSharding(
-      mesh, jax.sharding.PartitionSpec()))
-
-
-def shard_batch(mesh: Optional[jax.sharding.Mesh], idx: np.ndarray,
-                axis: int = 0) -> Array:
-  """Batch indices on device, split on ``axis`` along the ``"data"`` axis.
-
-  ``mesh=None``: ``jnp.asarray(idx)``. A batch the devices do not divide is
-  replicated (correct, not parallel).
-  """
-  if mesh is None:
-    return jnp.asarray(idx)
-  spec = [None] * np.ndim(idx)
-  if np.shape(idx)[axis] % mesh.shape["data"] == 0:
-    spec[axis] = "data"
-  return jax.device_put(idx, jax.sharding.NamedSharding(
-      mesh, jax.sharding.PartitionSpec(*spec)))
-
-
-def replicated_outputs(mesh: Optional[jax.sharding.Mesh]) -> dict:
-  """``jax.jit`` kwargs keeping a step's outputs replicated over ``mesh``."""
-  if mesh is None:
-    return {}
-  return {"out_shardings": jax.sharding.NamedSharding(
-      mesh, jax.sharding.PartitionSpec())}
 
 
 def resume_step(checkpoint_dir: Optional[str], total: int, *,

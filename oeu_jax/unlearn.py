@@ -25,6 +25,7 @@ import optax
 
 from oeu_jax import checkpointing
 from oeu_jax import data as data_lib
+from oeu_jax import mesh as mesh_lib
 from oeu_jax import methods as methods_lib
 from oeu_jax import train as train_lib
 from oeu_jax import transforms
@@ -242,7 +243,7 @@ def unlearn(method: methods_lib.Method, model, params, batch_stats,
     resume: continue an unfinished run found in ``checkpoint_dir`` from its
       latest checkpoint (bit-identical to an uninterrupted run). False: such
       a run is an error instead of being continued silently.
-    mesh: data parallelism (:func:`oeu_jax.parallel.make_mesh`): state and
+    mesh: data parallelism (:func:`oeu_jax.mesh.make_mesh`): state and
       data replicated, each batch split along the mesh's ``"data"`` axis.
 
   Returns:
@@ -269,11 +270,11 @@ def unlearn(method: methods_lib.Method, model, params, batch_stats,
   start = int(state.step)
   if start >= total:  # A finished run restored from its checkpoint.
     return UnlearnResult(state, 0.0, 0.0, {})
-  state, data = train_lib.replicate(mesh, (state, data))
-  put = lambda idx: train_lib.shard_batch(mesh, idx)
+  state, data = mesh_lib.replicate(mesh, (state, data))
+  put = lambda idx: mesh_lib.shard_batch(mesh, idx)
   step_fn = jax.jit(make_step(method, tx,
                               skip_nonfinite=config.skip_nonfinite),
-                    **train_lib.replicated_outputs(mesh))
+                    **mesh_lib.replicated_outputs(mesh))
   fi, ri = step_indices(nf, nr, config, seed, 0)
   t0 = time.perf_counter()
   compiled = step_fn.lower(state, *data, put(fi), put(ri)).compile()

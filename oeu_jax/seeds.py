@@ -50,7 +50,7 @@ replicated (correct, not parallel).
 host and call ``jax.distributed.initialize()`` first (on Cloud TPU it needs
 no arguments; elsewhere pass ``coordinator_address``, ``num_processes`` and
 ``process_id``). ``jax.devices()`` then lists the devices of all hosts and
-:func:`make_mesh` spans them. Every host loads the same dataset and computes
+:func:`oeu_jax.mesh.make_mesh` spans them. Every host loads the same dataset and computes
 the same batch indices (a pure function of seed and step), and
 ``jax.device_put`` with a ``NamedSharding`` places only the shards its own
 devices hold. Orbax checkpoints of these global arrays are written
@@ -59,13 +59,13 @@ has one host and CPU only.
 
 Examples:
   >>> import numpy as np
-  >>> from oeu_jax import models, parallel, train
+  >>> from oeu_jax import models, seeds, train
   >>> model = models.build_model("cnn", num_classes=2, bits="float",
   ...                            features=(4, 4), hidden=8)
   >>> x = np.random.default_rng(0).random((16, 8, 8, 1), np.float32)
   >>> y = np.arange(16, dtype=np.int32) % 2
   >>> cfg = train.TrainConfig(epochs=1, batch_size=8)
-  >>> results = parallel.fit_seeds(model, x, y, config=cfg, seeds=(0, 1))
+  >>> results = seeds.fit_seeds(model, x, y, config=cfg, seeds=(0, 1))
   >>> [int(r.state.step) for r in results]
   [2, 2]
 """
@@ -86,52 +86,16 @@ from jax.sharding import Mesh
 
 from oeu_jax import checkpointing
 from oeu_jax import data as data_lib
+from oeu_jax import mesh as mesh_lib
 from oeu_jax import methods as methods_lib
 from oeu_jax import train as train_lib
 from oeu_jax import unlearn as unlearn_lib
 
 Array = jax.Array
 
-DATA_AXIS = "data"
 # Steps per compiled chunk when nothing is checkpointed: bounds the host
 # index arrays (steps x seeds x batch int32) and the scanned metrics.
 MAX_CHUNK = 1000
-
-
-# --------------------------------------------------------------------------
-# Devices
-
-
-def make_mesh(devices: Optional[Sequence[Any]] = None) -> Mesh:
-  """A 1-D mesh with axis ``"data"`` over ``devices`` (default: all).
-
-  Args:
-    devices: the devices to use; ``None``: ``jax.devices()`` (all hosts'
-      devices after ``jax.distributed.initialize()``).
-
-  Returns:
-    A :class:`jax.sharding.Mesh` to pass as ``mesh=`` to
-    :func:`oeu_jax.train.fit`, :func:`oeu_jax.unlearn.unlearn`,
-    :func:`fit_seeds` or :func:`unlearn_seeds`.
-
-  Examples:
-    >>> make_mesh().axis_names
-    ('data',)
-  """
-  devices = list(jax.devices() if devices is None else devices)
-  if not devices:
-    raise ValueError("make_mesh needs at least one device")
-  return Mesh(np.array(devices), (DATA_AXIS,))
-
-
-def replicate(mesh: Optional[Mesh], tree: Any) -> Any:
-  """Places every leaf of ``tree`` on all devices of ``mesh`` (no-op: None)."""
-  return train_lib.replicate(mesh, tree)
-
-
-def shard_batch(mesh: Optional[Mesh], idx: np.ndarray, axis: int = 0) -> Array:
-  """Batch indices split along ``"data"`` on ``axis`` (see module doc)."""
-  return train_lib.shard_batch(mesh, idx, axis=axis)
 
 
 # --------------------------------------------------------------------------
@@ -325,14 +289,14 @@ class _Driver:
           (idx_seq, active_seq))
 
     self.fn = jax.jit(chunk, donate_argnums=(0,),
-                      **train_lib.replicated_outputs(mesh))
+                      **mesh_lib.replicated_outputs(mesh))
 
   def run(self, state, totals, data, idx_seq, active_seq):
     length = active_seq.shape[0]
     idx_seq = jax.tree.map(
-        lambda a: train_lib.shard_batch(self.mesh, a, axis=a.ndim - 1),
+        lambda a: mesh_lib.shard_batch(self.mesh, a, axis=a.ndim - 1),
         idx_seq)
-    active_seq = train_lib.replicate(self.mesh, jnp.asarray(active_seq))
+    active_seq = mesh_lib.replicate(self.mesh, jnp.asarray(active_seq))
     if length not in self.compiled:
       t0 = time.perf_counter()
       self.compiled[length] = self.fn.lower(state, totals, data, idx_seq,
@@ -381,7 +345,7 @@ def _loop(driver: _Driver, state, totals, starts, data, indices_of, *,
     bar = tqdm(total=g1 - g0, desc=desc, leave=False)
   t_compile0 = driver.compile_seconds
   t0 = time.perf_counter()
-  tot_dev = train_lib.replicate(driver.mesh, jnp.asarray(totals, jnp.int32))
+  tot_dev = mesh_lib.replicate(driver.mesh, jnp.asarray(totals, jnp.int32))
   for a, b in _chunks(g0, g1, size):
     steps = np.arange(a, b)
     active = ((steps[:, None] >= np.asarray(starts)[None])
@@ -473,7 +437,7 @@ def unlearn_seeds(method: methods_lib.Method, model,
       an unfinished one resumed), and compatible with its checkpoints.
     progress: tqdm bar.
     resume: as in :func:`oeu_jax.unlearn.unlearn`.
-    mesh: data parallelism over devices (:func:`make_mesh`).
+    mesh: data parallelism over devices (:func:`oeu_jax.mesh.make_mesh`).
     seedwise_convs: run convolutions seed by seed inside the program
       instead of as one grouped convolution (see :func:`_eval_jaxpr`);
       ``None``: on the CPU backend only, where it is much faster.
@@ -528,7 +492,7 @@ def unlearn_seeds(method: methods_lib.Method, model,
   else:
     data, data_axes = stack_trees([data_list[i] for i in pending]), 0
   state = stack_trees([states[i] for i in pending])
-  state, data = train_lib.replicate(mesh, (state, data))
+  state, data = mesh_lib.replicate(mesh, (state, data))
   p_totals = [totals[i] for i in pending]
   # Equal step counts (the usual case): the schedule of unlearn.init_state.
   # Otherwise each seed's own cosine, with its step count traced.
@@ -615,7 +579,7 @@ def fit_seeds(model, x: np.ndarray, y: np.ndarray, *,
     progress: tqdm bar.
     desc: progress-bar label.
     resume: as in :func:`oeu_jax.train.fit`.
-    mesh: data parallelism over devices (:func:`make_mesh`).
+    mesh: data parallelism over devices (:func:`oeu_jax.mesh.make_mesh`).
     seedwise_convs: run convolutions seed by seed inside the program
       instead of as one grouped convolution (see :func:`_eval_jaxpr`);
       ``None``: on the CPU backend only, where it is much faster.
@@ -671,7 +635,7 @@ def fit_seeds(model, x: np.ndarray, y: np.ndarray, *,
 
   data = (jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.int32))
   state = stack_trees([states[i] for i in pending])
-  state, data = train_lib.replicate(mesh, (state, data))
+  state, data = mesh_lib.replicate(mesh, (state, data))
   p_totals = [totals[i] for i in pending]
   uniform = txs[pending[0]] if len(set(p_totals)) == 1 else None
 
@@ -717,74 +681,3 @@ def fit_seeds(model, x: np.ndarray, y: np.ndarray, *,
         unstack(state, j), seconds * share, driver.compile_seconds * share,
         np.asarray(losses_seen[i], np.float32), skipped[i])
   return results
-
-
-# --------------------------------------------------------------------------
-# The experiment runner's stages
-
-
-def run_stages(model, dataset: data_lib.Dataset, splits: dict, methods: dict,
-               *, train_config: train_lib.TrainConfig,
-               unlearn_config: unlearn_lib.UnlearnConfig,
-               checkpoint_dir: Callable[[int, str], str],
-               progress: bool = False, resume: bool = False,
-               log: Callable[[str], None] = logging.info,
-               mesh: Optional[Mesh] = None) -> dict:
-  """Original, Retrain and every method for all seeds, each stage vmapped.
-
-  The vmapped counterpart of the per-seed loop of
-  :func:`oeu_jax.pipeline.run`: three kinds of stages, each one program
-  over the seeds, with the same checkpoint directories (so a run may be
-  continued either way).
-
-  Args:
-    model: the Flax module.
-    dataset: the loaded dataset.
-    splits: ``{seed: Split}``.
-    methods: ``{name: Method}`` (``retrain`` excluded).
-    train_config: the Original/Retrain recipe.
-    unlearn_config: the unlearning budget.
-    checkpoint_dir: ``(seed, stage) -> directory``; ``stage`` is
-      ``"original"``, ``"retrain"`` or a method name.
-    progress: tqdm bars.
-    resume: continue unfinished runs (finished ones are always reused).
-    log: progress lines.
-    mesh: data parallelism over devices.
-
-  Returns:
-    ``{(stage, seed): TrainResult or UnlearnResult}``.
-  """
-  seeds = [int(s) for s in splits]
-  tag = ",".join(str(s) for s in seeds)
-  out = {}
-  log(f"[seeds {tag}] Original: vmapped over {len(seeds)} seeds")
-  res = fit_seeds(model, dataset.train_x, dataset.train_y,
-                  config=train_config, seeds=seeds,
-                  checkpoint_dirs=[checkpoint_dir(s, "original")
-                                   for s in seeds],
-                  progress=progress, desc="original", resume=resume,
-                  mesh=mesh)
-  out.update({("original", s): r for s, r in zip(seeds, res)})
-  log(f"[seeds {tag}] Retrain on D_r: vmapped")
-  res = fit_seeds(model, dataset.train_x, dataset.train_y,
-                  config=train_config, seeds=seeds,
-                  subsets=[splits[s].retain_idx for s in seeds],
-                  checkpoint_dirs=[checkpoint_dir(s, "retrain")
-                                   for s in seeds],
-                  progress=progress, desc="retrain", resume=resume,
-                  mesh=mesh)
-  out.update({("retrain", s): r for s, r in zip(seeds, res)})
-  datas = [unlearn_lib.make_data(dataset.train_x, dataset.train_y,
-                                 splits[s].forget_idx, splits[s].retain_idx)
-           for s in seeds]
-  originals = [out[("original", s)].state for s in seeds]
-  for name, method in methods.items():
-    log(f"[seeds {tag}] {name}: vmapped")
-    res = unlearn_seeds(
-        method, model, [o.params for o in originals],
-        [o.batch_stats for o in originals], datas, config=unlearn_config,
-        num_classes=dataset.num_classes, seeds=seeds,
-        checkpoint_dirs=[checkpoint_dir(s, name) for s in seeds],
-        progress=progress, resume=resume, mesh=mesh)
-    out.update({(name, s): r for s, r in zip(seeds, res)})
-  return out

@@ -1,6 +1,6 @@
 """Seeds vmapped in one program equal sequential runs; devices equal one.
 
-Each test compares :mod:`oeu_jax.parallel` with the sequential loops
+Each test compares :mod:`oeu_jax.seeds` with the sequential loops
 (:func:`oeu_jax.train.fit`, :func:`oeu_jax.unlearn.unlearn`) on a tiny W4A8
 CNN (first conv float, second quantized: both convolution paths) and a
 digits subset. The multi-device test runs in a subprocess, where
@@ -24,7 +24,7 @@ import pytest
 from oeu_jax import data
 from oeu_jax import methods
 from oeu_jax import models
-from oeu_jax import parallel
+from oeu_jax import seeds as seeds_lib
 from oeu_jax import train
 from oeu_jax import unlearn
 
@@ -56,7 +56,7 @@ def trained(setup):
   ds, model = setup
   seq = [train.fit(model, ds.train_x, ds.train_y, config=TRAIN, seed=s)
          for s in SEEDS]
-  vm = parallel.fit_seeds(model, ds.train_x, ds.train_y, config=TRAIN,
+  vm = seeds_lib.fit_seeds(model, ds.train_x, ds.train_y, config=TRAIN,
                           seeds=SEEDS)
   return seq, vm
 
@@ -84,7 +84,7 @@ def unlearned(setup, trained):
   seq = [unlearn.unlearn(oeu, model, o.params, o.batch_stats, d,
                          config=UNLEARN, num_classes=10, seed=s)
          for o, d, s in zip(originals, datas, SEEDS)]
-  vm = parallel.unlearn_seeds(
+  vm = seeds_lib.unlearn_seeds(
       oeu, model, [o.params for o in originals],
       [o.batch_stats for o in originals], datas, config=UNLEARN,
       num_classes=10, seeds=SEEDS)
@@ -116,7 +116,7 @@ def test_checkpoints_resume_and_are_shared_with_the_sequential_loop(
                   checkpoint_dir=dirs[0])
   shutil.copytree(dirs[0], tmp_path / "seq0")
   cfg = dataclasses.replace(UNLEARN, checkpoint_every=4)
-  vm = parallel.unlearn_seeds(
+  vm = seeds_lib.unlearn_seeds(
       oeu, model, [o.params for o in originals[:2]],
       [o.batch_stats for o in originals[:2]], datas[:2], config=cfg,
       num_classes=10, seeds=SEEDS[:2], checkpoint_dirs=dirs)
@@ -149,7 +149,7 @@ def test_unequal_set_sizes_are_padded_and_keep_each_schedule(setup,
   seq = [unlearn.unlearn(rl, model, params, stats, d, config=cfg,
                          num_classes=10, seed=s)
          for d, s in zip(datas, SEEDS)]
-  vm = parallel.unlearn_seeds(rl, model, [params] * 2, [stats] * 2, datas,
+  vm = seeds_lib.unlearn_seeds(rl, model, [params] * 2, [stats] * 2, datas,
                               config=cfg, num_classes=10, seeds=SEEDS[:2])
   steps = [int(r.state.step) for r in seq]
   assert steps[0] != steps[1]
@@ -161,7 +161,7 @@ def test_unequal_set_sizes_are_padded_and_keep_each_schedule(setup,
   tcfg = train.TrainConfig(epochs=1, batch_size=32, lr=0.05)
   seq_t = [train.fit(model, ds.train_x[s], ds.train_y[s], config=tcfg,
                      seed=i) for i, s in enumerate(subsets)]
-  vm_t = parallel.fit_seeds(model, ds.train_x, ds.train_y, config=tcfg,
+  vm_t = seeds_lib.fit_seeds(model, ds.train_x, ds.train_y, config=tcfg,
                             seeds=(0, 1), subsets=subsets)
   for a, b in zip(seq_t, vm_t):
     assert int(b.state.step) == int(a.state.step)
@@ -174,9 +174,9 @@ def test_seedwise_convolutions_equal_grouped_ones(setup):
                              features=(4, 8), hidden=16)
   cfg = train.TrainConfig(epochs=1, batch_size=32, lr=0.05)
   x, y = ds.train_x[:96], ds.train_y[:96]
-  a = parallel.fit_seeds(model, x, y, config=cfg, seeds=(0, 1),
+  a = seeds_lib.fit_seeds(model, x, y, config=cfg, seeds=(0, 1),
                          seedwise_convs=True)
-  b = parallel.fit_seeds(model, x, y, config=cfg, seeds=(0, 1),
+  b = seeds_lib.fit_seeds(model, x, y, config=cfg, seeds=(0, 1),
                          seedwise_convs=False)
   for ra, rb in zip(a, b):
     assert rel_diff(ra.state.params, rb.state.params) < 1e-4
@@ -185,13 +185,13 @@ def test_seedwise_convolutions_equal_grouped_ones(setup):
 def test_bad_inputs_raise_clear_errors(setup):
   ds, model = setup
   with pytest.raises(ValueError, match="batch sizes differ"):
-    parallel.fit_seeds(model, ds.train_x, ds.train_y, config=TRAIN,
+    seeds_lib.fit_seeds(model, ds.train_x, ds.train_y, config=TRAIN,
                        seeds=(0, 1), subsets=[np.arange(10), np.arange(20)])
   with pytest.raises(ValueError, match="seeds"):
-    parallel.fit_seeds(model, ds.train_x, ds.train_y, config=TRAIN,
+    seeds_lib.fit_seeds(model, ds.train_x, ds.train_y, config=TRAIN,
                        seeds=(0, 1), subsets=[np.arange(64)])
   with pytest.raises(ValueError, match="distinct"):
-    parallel.fit_seeds(model, ds.train_x, ds.train_y, config=TRAIN,
+    seeds_lib.fit_seeds(model, ds.train_x, ds.train_y, config=TRAIN,
                        seeds=(1, 1))
 
 
@@ -199,7 +199,8 @@ _MULTI_DEVICE = textwrap.dedent("""
     import json
     import flax.linen as nn
     import jax, jax.numpy as jnp, numpy as np
-    from oeu_jax import data, methods, models, parallel, train, unlearn
+    from oeu_jax import data, methods, models, train, unlearn
+    from oeu_jax import mesh as mesh_lib, seeds as seeds_lib
 
     def rel(a, b):
       num = sum(float(jnp.sum((x - y) ** 2)) for x, y in
@@ -219,7 +220,7 @@ _MULTI_DEVICE = textwrap.dedent("""
     ds = data.load_dataset("digits")
     x, y = ds.train_x[:160], ds.train_y[:160]
     cfg = train.TrainConfig(epochs=1, batch_size=32, lr=0.05)
-    mesh = parallel.make_mesh()
+    mesh = mesh_lib.make_mesh()
     out = {"devices": len(jax.devices())}
     a = train.fit(TinyBN(), x, y, config=cfg, seed=0)
     b = train.fit(TinyBN(), x, y, config=cfg, seed=0, mesh=mesh)
@@ -242,7 +243,7 @@ _MULTI_DEVICE = textwrap.dedent("""
     ub = unlearn.unlearn(oeu, model, params, stats, d, config=ucfg,
                          num_classes=10, seed=0, mesh=mesh)
     out["unlearn"] = rel(ua.state.params, ub.state.params)
-    uc = parallel.unlearn_seeds(oeu, model, [params] * 2, [stats] * 2,
+    uc = seeds_lib.unlearn_seeds(oeu, model, [params] * 2, [stats] * 2,
                                 [d, d], config=ucfg, num_classes=10,
                                 seeds=[0, 1], mesh=mesh)
     out["unlearn_seeds"] = rel(ua.state.params, uc[0].state.params)
@@ -251,11 +252,11 @@ _MULTI_DEVICE = textwrap.dedent("""
                                 num_classes=10, seed=0)
     fi, ri = unlearn.step_indices(32, 128, ucfg, 0, 0)
     hlo = jax.jit(unlearn.make_step(oeu, tx)).lower(
-        parallel.replicate(mesh, st), *parallel.replicate(mesh, d),
-        parallel.shard_batch(mesh, fi),
-        parallel.shard_batch(mesh, ri)).compile().as_text()
+        mesh_lib.replicate(mesh, st), *mesh_lib.replicate(mesh, d),
+        mesh_lib.shard_batch(mesh, fi),
+        mesh_lib.shard_batch(mesh, ri)).compile().as_text()
     out["all_reduce"] = "all-reduce" in hlo
-    out["idx_sharding"] = str(parallel.shard_batch(mesh, ri).sharding.spec)
+    out["idx_sharding"] = str(mesh_lib.shard_batch(mesh, ri).sharding.spec)
     print("RESULT " + json.dumps(out))
     """)
 
