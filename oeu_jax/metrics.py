@@ -13,7 +13,9 @@ Metrics (all in %, as in SalUn and Q-MUL, unless a docstring says otherwise):
   test accuracy reported beside it).
 * MIA-efficacy: an RBF SVC fitted on shadow members (the first |D_t| examples
   of D_r) against shadow non-members (D_t), then 100 x (1 - mean prediction)
-  on D_f. Higher means more forgotten.
+  on D_f. Higher means more forgotten. For class-wise forgetting,
+  ``shadow_exclude_class`` drops the forgotten class from the non-members as
+  SalUn's class-wise test set does (off by default).
 * Avg. gap: mean absolute difference to Retrain over {UA, RA, TA, MIA}.
 * Forgetting-by-uncertainty diagnostics on D_f: mean normalized entropy,
   confident-misprediction rate, entropy of the predicted-class histogram.
@@ -150,6 +152,83 @@ def _mia_features(logits: np.ndarray, labels: np.ndarray, feature: str):
   return values[:, None]
 
 
+def mia_shadow_sets(
+    member_logits: Any,
+    member_labels: Any,
+    nonmember_logits: Any,
+    nonmember_labels: Any,
+    *,
+    exclude_class: int | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+  """The shadow sets an MIA is fitted on, optionally without one class.
+
+  With ``exclude_class=c`` this reproduces SalUn's class-wise MIA: SalUn's
+  class-wise test set drops the forgotten class (``dataset.py``:
+  ``test_set.targets != class_to_replace``) and its shadow members are the
+  first ``len(test set)`` examples of D_r (``main_forget.py``:
+  ``Subset(retain_dataset, range(test_len))``). So here
+
+  * non-members: every non-member whose label is not ``c``, in order;
+  * members: the first ``m`` given members, ``m`` = the number of non-members
+    kept (all of them if fewer are given). Given the first |D_t| examples of
+    D_r, these are the first |D_t without c| of D_r, as in SalUn, and the two
+    sets stay the same size. Members are not filtered by class: in class-wise
+    forgetting D_r holds no example of the forgotten class.
+
+  With ``exclude_class=None`` the sets are returned as given (validated and
+  converted to float64 / int64).
+
+  Args:
+    member_logits: Shadow-member logits ``(N_m, K)``.
+    member_labels: Their labels ``(N_m,)``.
+    nonmember_logits: Shadow non-member logits ``(N_n, K)``.
+    nonmember_labels: Their labels ``(N_n,)``.
+    exclude_class: A class in ``[0, K)`` to drop from the non-members, or
+      ``None``.
+
+  Returns:
+    ``(member_logits, member_labels, nonmember_logits, nonmember_labels)``.
+
+  Raises:
+    ValueError: For malformed or empty sets, differing class counts, an
+      ``exclude_class`` out of range, or no non-member left after excluding.
+
+  Examples:
+    >>> m, my, n, ny = mia_shadow_sets(
+    ...     [[1.0, 0.0]] * 4, [0, 0, 0, 0], [[0.0, 1.0]] * 3, [0, 1, 0],
+    ...     exclude_class=1)
+    >>> len(m), ny.tolist()
+    (2, [0, 0])
+  """
+  m_logits, m_labels = _as_logits_labels(
+      member_logits, member_labels, "member_logits")
+  n_logits, n_labels = _as_logits_labels(
+      nonmember_logits, nonmember_labels, "nonmember_logits")
+  num_classes = m_logits.shape[1]
+  if n_logits.shape[1] != num_classes:
+    raise ValueError(
+        f"nonmember_logits has {n_logits.shape[1]} classes, expected"
+        f" {num_classes}."
+    )
+  if exclude_class is None:
+    return m_logits, m_labels, n_logits, n_labels
+  if (isinstance(exclude_class, bool) or not isinstance(
+      exclude_class, (int, np.integer))
+      or not 0 <= exclude_class < num_classes):
+    raise ValueError(
+        f"exclude_class={exclude_class!r} must be an int in"
+        f" [0, {num_classes})."
+    )
+  keep = n_labels != exclude_class
+  if not keep.any():
+    raise ValueError(
+        f"no shadow non-member is left after excluding class {exclude_class}."
+    )
+  n_logits, n_labels = n_logits[keep], n_labels[keep]
+  num_kept = len(n_labels)
+  return m_logits[:num_kept], m_labels[:num_kept], n_logits, n_labels
+
+
 def mia_efficacy(
     member_logits: Any,
     member_labels: Any,
@@ -160,6 +239,7 @@ def mia_efficacy(
     *,
     feature: str = "confidence",
     seed: int = 0,
+    shadow_exclude_class: int | None = None,
 ) -> float:
   """SVC membership-inference efficacy on a target set, in percent (SalUn).
 
@@ -187,6 +267,10 @@ def mia_efficacy(
     feature: One of ``MIA_FEATURES``.
     seed: Passed to the SVC as ``random_state``. An SVC without probability
       estimates is deterministic, so this only pins the API.
+    shadow_exclude_class: ``None`` (default): the shadow sets are used as
+      given. A class ``c``: SalUn's class-wise MIA, the non-members without
+      class ``c`` and the members cut to the first as many (see
+      ``mia_shadow_sets``). The target set is never filtered.
 
   Returns:
     MIA-efficacy in ``[0, 100]``; higher means the target set looks less like
@@ -194,7 +278,8 @@ def mia_efficacy(
 
   Raises:
     ValueError: For an unknown ``feature`` (the message lists the valid ones),
-      an empty set, or malformed logits/labels.
+      an empty set, malformed logits/labels, or a bad
+      ``shadow_exclude_class``.
 
   References:
     Fan et al., SalUn, ICLR 2024, https://arxiv.org/abs/2310.12508 (code:
@@ -204,21 +289,21 @@ def mia_efficacy(
     raise ValueError(
         f"Unknown MIA feature {feature!r}; valid features: {MIA_FEATURES}."
     )
-  sets = {
-      "member_logits": (member_logits, member_labels),
-      "nonmember_logits": (nonmember_logits, nonmember_labels),
-      "target_logits": (target_logits, target_labels),
+  m_logits, m_labels, n_logits, n_labels = mia_shadow_sets(
+      member_logits, member_labels, nonmember_logits, nonmember_labels,
+      exclude_class=shadow_exclude_class)
+  t_logits, t_labels = _as_logits_labels(
+      target_logits, target_labels, "target_logits")
+  if t_logits.shape[1] != m_logits.shape[1]:
+    raise ValueError(
+        f"target_logits has {t_logits.shape[1]} classes, expected"
+        f" {m_logits.shape[1]}."
+    )
+  feats = {
+      "member_logits": _mia_features(m_logits, m_labels, feature),
+      "nonmember_logits": _mia_features(n_logits, n_labels, feature),
+      "target_logits": _mia_features(t_logits, t_labels, feature),
   }
-  feats = {}
-  num_classes = None
-  for name, (logits, labels) in sets.items():
-    logits, labels = _as_logits_labels(logits, labels, name)
-    if num_classes is not None and logits.shape[1] != num_classes:
-      raise ValueError(
-          f"{name} has {logits.shape[1]} classes, expected {num_classes}."
-      )
-    num_classes = logits.shape[1]
-    feats[name] = _mia_features(logits, labels, feature)
   x_shadow = np.concatenate([feats["member_logits"], feats["nonmember_logits"]])
   y_shadow = np.concatenate([
       np.ones(len(feats["member_logits"])),
@@ -291,6 +376,7 @@ def unlearning_metrics(
     shadow_member_labels: Any,
     forget_class: int | None = None,
     mia_feature: str = "confidence",
+    shadow_exclude_class: int | None = None,
 ) -> dict:
   """All metrics of one unlearned model (one record of a results table).
 
@@ -308,16 +394,21 @@ def unlearning_metrics(
       is the test accuracy on the other classes and ``forget_class_ta`` the
       test accuracy on the forgotten class. ``None`` for random forgetting.
     mia_feature: MIA feature, one of ``MIA_FEATURES``.
+    shadow_exclude_class: Passed to ``mia_efficacy``. ``None`` (default): the
+      MIA non-members are the whole test set (METHOD.md section 5), also in
+      the class-wise scenario. Pass ``forget_class`` for SalUn's class-wise
+      MIA: the forgotten class dropped from the non-members and the shadow
+      members cut to the first as many (``mia_shadow_sets``). Only the MIA
+      changes; ``ta`` and ``forget_class_ta`` do not.
 
   Returns:
     A dict with ``ua``, ``ra``, ``ta``, ``mia_efficacy`` (all %), the keys of
     ``forgetting_diagnostics``, and ``forget_class_ta`` (%) when
-    ``forget_class`` is given. The MIA non-members are the whole test set
-    (METHOD.md section 5), also in the class-wise scenario.
+    ``forget_class`` is given.
 
   Raises:
-    ValueError: For empty or malformed sets, or a ``forget_class`` out of
-      range or absent from the test set.
+    ValueError: For empty or malformed sets, a ``forget_class`` out of
+      range or absent from the test set, or a bad ``shadow_exclude_class``.
   """
   ua = 100.0 - accuracy(forget_logits, forget_labels)
   ra = accuracy(retain_logits, retain_labels)
@@ -349,6 +440,7 @@ def unlearning_metrics(
       forget_logits,
       forget_labels,
       feature=mia_feature,
+      shadow_exclude_class=shadow_exclude_class,
   )
   record.update(forgetting_diagnostics(forget_logits, forget_labels))
   return record

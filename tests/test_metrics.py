@@ -227,3 +227,115 @@ def test_summarize_groups_by_method():
 
 def test_doctests():
   assert doctest.testmod(metrics).failed == 0
+
+
+def _reference_mia(member, member_y, nonmember, nonmember_y, target,
+                   target_y):
+  """Independent SalUn SVC_MIA on the confidence feature."""
+  from sklearn.svm import SVC
+
+  def conf(logits, labels):
+    p = np.exp(logits - logits.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    return p[np.arange(len(labels)), labels][:, None]
+
+  x = np.concatenate([conf(member, member_y), conf(nonmember, nonmember_y)])
+  y = np.r_[np.ones(len(member_y)), np.zeros(len(nonmember_y))]
+  clf = SVC(C=3, gamma="auto", kernel="rbf").fit(x, y)
+  return 100.0 * (1.0 - clf.predict(conf(target, target_y)).mean())
+
+
+def _classwise_mia_sets(num_classes=4, forget_class=2):
+  """Shadow and target sets where the forgotten class's test examples matter.
+
+  Members (D_r, no forgotten class) have true-class probability 0.5-0.7, test
+  examples of the other classes 0.0-0.3, and test examples of the forgotten
+  class 0.9-0.99, where D_f also sits.
+  """
+  rng = np.random.default_rng(1)
+  member_y = rng.choice([c for c in range(num_classes) if c != forget_class],
+                        60)
+  member = _logits_with_true_prob(member_y, rng.uniform(0.5, 0.7, 60),
+                                  num_classes)
+  test_y = np.repeat(np.arange(num_classes), 10)
+  test_p = np.where(test_y == forget_class, rng.uniform(0.9, 0.99, 40),
+                    rng.uniform(0.01, 0.3, 40))
+  test = _logits_with_true_prob(test_y, test_p, num_classes)
+  target_y = np.full(15, forget_class)
+  target = _logits_with_true_prob(target_y, rng.uniform(0.9, 0.99, 15),
+                                  num_classes)
+  return member, member_y, test, test_y, target, target_y
+
+
+def test_mia_shadow_sets_exclude_class():
+  member, member_y, test, test_y, _, _ = _classwise_mia_sets()
+  m, my, n, ny = metrics.mia_shadow_sets(member[:40], member_y[:40], test,
+                                         test_y, exclude_class=2)
+  assert not np.any(ny == 2)
+  np.testing.assert_array_equal(n, test[test_y != 2])
+  np.testing.assert_array_equal(ny, test_y[test_y != 2])
+  # Members: the first |D_t without the class| of those given (balanced).
+  assert len(my) == len(ny) == 30
+  np.testing.assert_array_equal(m, member[:30])
+  np.testing.assert_array_equal(my, member_y[:30])
+  # Fewer members than kept non-members: all of them are kept.
+  m, _, _, _ = metrics.mia_shadow_sets(member[:5], member_y[:5], test, test_y,
+                                       exclude_class=2)
+  assert len(m) == 5
+  # None: the sets as given.
+  m, my, n, ny = metrics.mia_shadow_sets(member[:40], member_y[:40], test,
+                                         test_y)
+  np.testing.assert_array_equal(m, member[:40])
+  np.testing.assert_array_equal(ny, test_y)
+  for bad in (4, -1, True, 2.0):
+    with pytest.raises(ValueError, match="exclude_class"):
+      metrics.mia_shadow_sets(member, member_y, test, test_y,
+                              exclude_class=bad)
+  with pytest.raises(ValueError, match="no shadow non-member is left"):
+    metrics.mia_shadow_sets(member, member_y, test[test_y == 2],
+                            test_y[test_y == 2], exclude_class=2)
+
+
+def test_mia_efficacy_shadow_exclude_class():
+  member, member_y, test, test_y, target, target_y = _classwise_mia_sets()
+  member, member_y = member[:40], member_y[:40]  # The first |D_t| of D_r.
+  default = mia_efficacy(member, member_y, test, test_y, target, target_y)
+  # None is today's behaviour, bit for bit, and matches an independent SVC.
+  assert mia_efficacy(member, member_y, test, test_y, target, target_y,
+                      shadow_exclude_class=None) == default
+  assert default == pytest.approx(
+      _reference_mia(member, member_y, test, test_y, target, target_y),
+      abs=1e-12)
+  excluded = mia_efficacy(member, member_y, test, test_y, target, target_y,
+                          shadow_exclude_class=2)
+  keep = test_y != 2
+  assert excluded == pytest.approx(
+      _reference_mia(member[:30], member_y[:30], test[keep], test_y[keep],
+                     target, target_y), abs=1e-12)
+  # With the forgotten class's test examples among the non-members, the
+  # attack calls D_f's region "non-member"; without them, confident examples
+  # look like members.
+  assert default == 100.0
+  assert excluded == 0.0
+
+
+def test_unlearning_metrics_shadow_exclude_class():
+  member, member_y, test, test_y, target, target_y = _classwise_mia_sets()
+  kwargs = dict(
+      forget_logits=target, forget_labels=target_y,
+      retain_logits=member, retain_labels=member_y,
+      test_logits=test, test_labels=test_y,
+      shadow_member_logits=member[:40], shadow_member_labels=member_y[:40],
+      forget_class=2,
+  )
+  default = unlearning_metrics(**kwargs)
+  assert unlearning_metrics(**kwargs, shadow_exclude_class=None) == default
+  excluded = unlearning_metrics(**kwargs, shadow_exclude_class=2)
+  assert excluded["mia_efficacy"] == mia_efficacy(
+      member[:40], member_y[:40], test, test_y, target, target_y,
+      shadow_exclude_class=2)
+  # Only the MIA changes.
+  assert {k: v for k, v in excluded.items() if k != "mia_efficacy"} == {
+      k: v for k, v in default.items() if k != "mia_efficacy"}
+  with pytest.raises(ValueError, match="exclude_class"):
+    unlearning_metrics(**kwargs, shadow_exclude_class=7)
