@@ -12,8 +12,6 @@ References:
 """
 
 import functools
-import logging
-import time
 from typing import Any
 from typing import Callable
 from typing import NamedTuple
@@ -24,8 +22,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from oeu_jax import checkpointing
 from oeu_jax import data as data_lib
+from oeu_jax import loop
 from oeu_jax import losses
 from oeu_jax import mesh as mesh_lib
 from oeu_jax import models
@@ -200,6 +198,21 @@ def make_optimizer(config: TrainConfig, total_steps: int):
              weight_decay=config.weight_decay)
 
 
+def check_data(model, x: np.ndarray, y: np.ndarray) -> tuple:
+  """Validated ``(x, y)`` for training ``model``; raises ValueError."""
+  x, y = data_lib.validate_arrays(
+      x, y, getattr(model, "num_classes", None) or
+      max(2, int(np.max(y, initial=0)) + 1))
+  if len(x) == 0:
+    raise ValueError("need a non-empty training set, got 0 examples")
+  return x, y
+
+
+def total_steps(n: int, config: TrainConfig) -> int:
+  """Steps of a run over ``n`` examples."""
+  return steps_per_epoch(n, config.batch_size) * int(config.epochs)
+
+
 def fit(model, x: np.ndarray, y: np.ndarray, *, config: TrainConfig,
         seed: int, checkpoint_dir: Optional[str] = None,
         progress: bool = False, desc: str = "train",
@@ -236,115 +249,35 @@ def fit(model, x: np.ndarray, y: np.ndarray, *, config: TrainConfig,
       step) unless ``config.skip_nonfinite``.
   """
   validate_config(config)
-  x, y = data_lib.validate_arrays(
-      x, y, getattr(model, "num_classes", None) or
-      max(2, int(np.max(y, initial=0)) + 1))
-  if len(x) == 0:
-    raise ValueError("need a non-empty training set, got 0 examples")
+  x, y = check_data(model, x, y)
   n = len(x)
-  spe = steps_per_epoch(n, config.batch_size)
-  total = spe * int(config.epochs)
-  last = resume_step(checkpoint_dir, total, resume=resume)
+  total = total_steps(n, config)
   tx = make_optimizer(config, total)
-  state = init_state(model, jax.random.PRNGKey(seed), x.shape[1:], tx)
-  if last is not None:
-    state = checkpointing.restore_checkpoint(checkpoint_dir, state, step=last)
-    logging.info("resumed %s from step %d", desc, last)
-
-  x_dev, y_dev = jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.int32)
-  state, x_dev, y_dev = mesh_lib.replicate(mesh, (state, x_dev, y_dev))
+  state = loop.restore(
+      init_state(model, jax.random.PRNGKey(seed), x.shape[1:], tx),
+      checkpoint_dir, total, resume=resume, desc=desc)
+  data = mesh_lib.replicate(mesh, (jnp.asarray(x, jnp.float32),
+                                   jnp.asarray(y, jnp.int32)))
+  state = mesh_lib.replicate(mesh, state)
   start = int(state.step)
   if start >= total:  # A finished run restored from its checkpoint.
     return TrainResult(state, 0.0, 0.0, np.zeros((0,), np.float32))
-  step_fn = jax.jit(make_train_step(model, tx, augment=config.augment,
-                                    skip_nonfinite=config.skip_nonfinite),
-                    donate_argnums=(0,), **mesh_lib.replicated_outputs(mesh))
-  t0 = time.perf_counter()
-  compiled = step_fn.lower(state, x_dev, y_dev,
-                           mesh_lib.shard_batch(mesh, batch_indices(
-                               n, config.batch_size, seed, 0))).compile()
-  compile_s = time.perf_counter() - t0
-  losses_seen = []
-  skipped = 0
-  bar = _progress(range(start, total), progress, desc)
-  t1 = time.perf_counter()
-  for s in bar:
-    idx = mesh_lib.shard_batch(mesh, batch_indices(n, config.batch_size, seed, s))
-    state, m = compiled(state, x_dev, y_dev, idx)
-    if not bool(m["finite"]):
-      if not config.skip_nonfinite:
-        raise FloatingPointError(
-            f"{desc}: non-finite loss, gradient or parameter at training "
-            f"step {s}{kept_note(checkpoint_dir)}")
-      skipped += 1
-    losses_seen.append(m["loss"])
-    if checkpoint_dir is not None and (s + 1) % config.checkpoint_every == 0:
-      checkpointing.save_checkpoint(checkpoint_dir, s + 1, state)
-  jax.block_until_ready(state)
-  seconds = time.perf_counter() - t1
-  if checkpoint_dir is not None and checkpointing.latest_step(
-      checkpoint_dir) != total:
-    checkpointing.save_checkpoint(checkpoint_dir, total, state)
-  if skipped:
-    logging.warning("%s: skipped %d of %d steps with non-finite values",
-                    desc, skipped, total - start)
-  return TrainResult(state, seconds, compile_s,
-                     np.asarray(jnp.stack(losses_seen)) if losses_seen else
-                     np.zeros((0,), np.float32), skipped)
-
-
-def resume_step(checkpoint_dir: Optional[str], total: int, *,
-                resume: bool) -> Optional[int]:
-  """The step to restore from ``checkpoint_dir`` before running ``total``.
-
-  Shared by :func:`fit` and :func:`oeu_jax.unlearn.unlearn`.
-
-  Args:
-    checkpoint_dir: the run's checkpoint directory, or None.
-    total: the run's number of steps.
-    resume: whether an unfinished run may be continued.
-
-  Returns:
-    The latest complete step (``total`` for a finished run), or None when
-    there is nothing to restore.
-
-  Raises:
-    ValueError: an unfinished run and ``resume=False``.
-    CheckpointError: a checkpoint past ``total``.
-  """
-  if checkpoint_dir is None:
-    return None
-  last = checkpointing.latest_step(checkpoint_dir)
-  if last is None:
-    return None
-  if last > total:
-    raise checkpointing.CheckpointError(
-        f"{checkpoint_dir} holds a checkpoint of step {last}, past the "
-        f"{total} steps of this run (written with another config?); use "
-        f"another directory")
-  if last < total and not resume:
-    raise ValueError(
-        f"{checkpoint_dir} holds an unfinished run (checkpoint at step "
-        f"{last} of {total}): rerun with --resume (resume=True) to continue "
-        f"it, or delete that directory to start over")
-  return last
-
-
-def kept_note(checkpoint_dir: Optional[str]) -> str:
-  """Where the last good state is, for non-finite errors (naming the path)."""
-  if checkpoint_dir is None:
-    return " (no checkpoint directory was given)"
-  last = checkpointing.latest_step(checkpoint_dir)
-  if last is None:
-    return f"; no checkpoint was saved yet in {checkpoint_dir}"
-  return f"; the last good checkpoint is step {last} in {checkpoint_dir}"
-
-
-def _progress(it, enabled: bool, desc: str):
-  if not enabled:
-    return it
-  from tqdm.auto import tqdm  # Only the CLI shows bars.
-  return tqdm(it, desc=desc, leave=False)
+  execute = loop.StepExecutor(
+      make_train_step(model, tx, augment=config.augment,
+                      skip_nonfinite=config.skip_nonfinite),
+      data, lambda s: (batch_indices(n, config.batch_size, seed, s),),
+      mesh=mesh, donate=True)
+  out = loop.run(
+      execute, state, starts=[start], totals=[total],
+      checkpoint_dirs=[checkpoint_dir],
+      checkpoint_every=config.checkpoint_every,
+      skip_nonfinite=config.skip_nonfinite,
+      failure=lambda i, s: (f"{desc}: non-finite loss, gradient or "
+                            f"parameter at training step {s}"),
+      progress=progress, desc=desc)
+  return TrainResult(out.state, out.seconds, execute.compile_seconds,
+                     np.asarray(out.metrics[0]["loss"], np.float32),
+                     out.skipped[0])
 
 
 def predict(model, params, batch_stats, x: np.ndarray, *,

@@ -11,9 +11,7 @@ References:
 """
 
 import dataclasses
-import logging
 import math
-import time
 from typing import Any
 from typing import NamedTuple
 from typing import Optional
@@ -23,11 +21,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from oeu_jax import checkpointing
 from oeu_jax import data as data_lib
+from oeu_jax import loop
 from oeu_jax import mesh as mesh_lib
 from oeu_jax import methods as methods_lib
-from oeu_jax import train as train_lib
 from oeu_jax import transforms
 
 Array = jax.Array
@@ -240,11 +237,8 @@ def unlearn(method: methods_lib.Method, model, params, batch_stats,
       end. A finished run found there is returned as is; an unfinished one
       is resumed (see ``resume``).
     progress: tqdm bar.
-    resume: continue an unfinished run found in ``checkpoint_dir`` from its
-      latest checkpoint (bit-identical to an uninterrupted run). False: such
-      a run is an error instead of being continued silently.
-    mesh: data parallelism (:func:`oeu_jax.mesh.make_mesh`): state and
-      data replicated, each batch split along the mesh's ``"data"`` axis.
+    resume: as in :func:`oeu_jax.train.fit`.
+    mesh: as in :func:`oeu_jax.train.fit`.
 
   Returns:
     An :class:`UnlearnResult`; ``seconds`` excludes compilation,
@@ -258,56 +252,41 @@ def unlearn(method: methods_lib.Method, model, params, batch_stats,
       last good checkpoint is kept) unless ``config.skip_nonfinite``.
   """
   validate_config(config)
-  nf, nr = len(data.forget_y), len(data.retain_y)
-  spe = steps_per_epoch(nf, nr, config)
-  total = spe * int(config.epochs)
-  last = train_lib.resume_step(checkpoint_dir, total, resume=resume)
+  total = total_steps(data, config)
+  loop.resume_step(checkpoint_dir, total, resume=resume)  # Before prepare.
   state, tx = init_state(method, model, params, batch_stats, data,
                          config=config, num_classes=num_classes, seed=seed)
-  if last is not None:
-    state = checkpointing.restore_checkpoint(checkpoint_dir, state, step=last)
-    logging.info("resumed %s from step %d", method.name, last)
+  state = loop.restore(state, checkpoint_dir, total, resume=resume,
+                       desc=method.name)
   start = int(state.step)
   if start >= total:  # A finished run restored from its checkpoint.
     return UnlearnResult(state, 0.0, 0.0, {})
   state, data = mesh_lib.replicate(mesh, (state, data))
-  put = lambda idx: mesh_lib.shard_batch(mesh, idx)
-  step_fn = jax.jit(make_step(method, tx,
-                              skip_nonfinite=config.skip_nonfinite),
-                    **mesh_lib.replicated_outputs(mesh))
-  fi, ri = step_indices(nf, nr, config, seed, 0)
-  t0 = time.perf_counter()
-  compiled = step_fn.lower(state, *data, put(fi), put(ri)).compile()
-  compile_s = time.perf_counter() - t0
-  history = []
-  skipped = 0
-  it = range(start, total)
-  if progress:
-    from tqdm.auto import tqdm  # Only the CLI shows bars.
-    it = tqdm(it, desc=method.name, leave=False)
-  t1 = time.perf_counter()
-  for s in it:
-    fi, ri = step_indices(nf, nr, config, seed, s)
-    state, m = compiled(state, *data, put(fi), put(ri))
-    if not bool(m["finite"]):
-      if not config.skip_nonfinite:
-        raise FloatingPointError(
-            f"{method.name}: non-finite loss or update at unlearning step "
-            f"{s}{train_lib.kept_note(checkpoint_dir)}")
-      skipped += 1
-    else:
-      history.append(m)
-    if checkpoint_dir is not None and (s + 1) % config.checkpoint_every == 0:
-      checkpointing.save_checkpoint(checkpoint_dir, s + 1, state)
-  jax.block_until_ready(state)
-  seconds = time.perf_counter() - t1
-  if checkpoint_dir is not None and checkpointing.latest_step(
-      checkpoint_dir) != total:
-    checkpointing.save_checkpoint(checkpoint_dir, total, state)
-  summary = {k: float(np.mean([float(h[k]) for h in history]))
-             for k in (history[0] if history else {}) if k != "finite"}
+  nf, nr = len(data.forget_y), len(data.retain_y)
+  execute = loop.StepExecutor(
+      make_step(method, tx, skip_nonfinite=config.skip_nonfinite), data,
+      lambda s: step_indices(nf, nr, config, seed, s), mesh=mesh)
+  out = loop.run(
+      execute, state, starts=[start], totals=[total],
+      checkpoint_dirs=[checkpoint_dir],
+      checkpoint_every=config.checkpoint_every,
+      skip_nonfinite=config.skip_nonfinite,
+      failure=lambda i, s: (f"{method.name}: non-finite loss or update at "
+                            f"unlearning step {s}"),
+      progress=progress, desc=method.name)
+  return UnlearnResult(out.state, out.seconds, execute.compile_seconds,
+                       summarize(out.metrics[0], out.skipped[0]))
+
+
+def total_steps(data: UnlearnData, config: UnlearnConfig) -> int:
+  """Steps of an unlearning run on ``data``."""
+  return steps_per_epoch(len(data.forget_y), len(data.retain_y),
+                         config) * int(config.epochs)
+
+
+def summarize(metrics: dict, skipped: int) -> dict:
+  """A run's metrics: means over its finite steps, and the skipped count."""
+  summary = loop.mean_metrics(metrics)
   if skipped:
     summary["skipped_steps"] = skipped
-    logging.warning("%s: skipped %d of %d steps with non-finite values",
-                    method.name, skipped, total - start)
-  return UnlearnResult(state, seconds, compile_s, summary)
+  return summary

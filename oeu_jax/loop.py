@@ -1,0 +1,281 @@
+"""The one host loop: every training and unlearning run is driven here.
+
+:func:`run` drives a compiled step over absolute steps ``[start, total)`` of
+one or more *lanes* (a lane is one seed's run: :func:`oeu_jax.train.fit` and
+:func:`oeu_jax.unlearn.unlearn` drive one, the vmapped seeds of
+:mod:`oeu_jax.seeds` drive N as one program). It owns what every run shares:
+restoring from checkpoints (:func:`restore`), timing the ahead-of-time
+compilation apart from the steps, the progress bar, the non-finite policy,
+the checkpoint cadence, the final save and the per-lane metric history.
+
+What a step computes is the caller's: an *executor* maps
+``(state, a, b, active)`` to ``(state, metrics)`` for the steps ``[a, b)``,
+where ``active[k, i]`` says whether lane ``i`` runs step ``a + k`` and every
+metric comes back as a ``(b - a, lanes)`` NumPy array with a boolean
+``"finite"`` among them. :class:`Compiled` is the shared piece executors use
+to compile once per input shape and time it.
+
+Batch order and rngs are pure functions of ``(seed, step)`` in the
+executors, so a run resumed here from a checkpoint is bit-identical to an
+uninterrupted one.
+"""
+
+import logging
+import time
+from typing import Any
+from typing import Callable
+from typing import NamedTuple
+from typing import Optional
+from typing import Sequence
+
+import jax
+import numpy as np
+
+from oeu_jax import checkpointing
+from oeu_jax import mesh as mesh_lib
+
+
+class Outcome(NamedTuple):
+  """What :func:`run` returns.
+
+  Attributes:
+    state: the final (possibly stacked) state.
+    seconds: wall seconds of the steps, compilation excluded.
+    compile_seconds: ahead-of-time compilation seconds during the run.
+    metrics: per lane, ``{name: (steps,) array}`` over the steps it ran, in
+      order, ``"finite"`` included.
+    skipped: per lane, the number of non-finite steps that were skipped.
+  """
+  state: Any
+  seconds: float
+  compile_seconds: float
+  metrics: list
+  skipped: list
+
+
+class Compiled:
+  """``jax.jit(fn)`` compiled ahead of time once per argument shapes.
+
+  ``compile_seconds`` accumulates the compilation time, so a loop can
+  report step time and compile time apart.
+  """
+
+  def __init__(self, fn: Callable, **jit_kwargs):
+    self._jitted = jax.jit(fn, **jit_kwargs)
+    self._cache = {}
+    self.compile_seconds = 0.0
+
+  def __call__(self, *args):
+    key = jax.tree.structure(args), tuple(
+        (np.shape(a), str(getattr(a, "dtype", type(a))))
+        for a in jax.tree.leaves(args))
+    fn = self._cache.get(key)
+    if fn is None:
+      t0 = time.perf_counter()
+      fn = self._jitted.lower(*args).compile()
+      self.compile_seconds += time.perf_counter() - t0
+      self._cache[key] = fn
+    return fn(*args)
+
+
+class StepExecutor:
+  """One lane, one dispatch per step: ``step(state, *data, *indices(g))``.
+
+  ``step`` is pure and returns ``(state, metrics)`` with a ``"finite"``
+  entry; ``indices(g)`` gives step ``g``'s batch index arrays (a pure
+  function of the seed and ``g``).
+  """
+
+  def __init__(self, step: Callable, data: Sequence[Any],
+               indices: Callable[[int], Sequence[np.ndarray]], *,
+               mesh=None, donate: bool = False):
+    self._compiled = Compiled(step, donate_argnums=(0,) if donate else (),
+                              **mesh_lib.replicated_outputs(mesh))
+    self._data, self._indices, self._mesh = tuple(data), indices, mesh
+
+  @property
+  def compile_seconds(self) -> float:
+    return self._compiled.compile_seconds
+
+  def __call__(self, state, a: int, b: int, active: np.ndarray):
+    rows = []
+    for g in range(a, b):
+      idx = [mesh_lib.shard_batch(self._mesh, i) for i in self._indices(g)]
+      state, m = self._compiled(state, *self._data, *idx)
+      rows.append(jax.device_get(m))
+    return state, {k: np.stack([r[k] for r in rows])[:, None]
+                   for k in rows[0]}
+
+
+def resume_step(checkpoint_dir: Optional[str], total: int, *,
+                resume: bool) -> Optional[int]:
+  """The step to restore from ``checkpoint_dir`` before running ``total``.
+
+  Args:
+    checkpoint_dir: the run's checkpoint directory, or None.
+    total: the run's number of steps.
+    resume: whether an unfinished run may be continued.
+
+  Returns:
+    The latest complete step (``total`` for a finished run), or None when
+    there is nothing to restore.
+
+  Raises:
+    ValueError: an unfinished run and ``resume=False``.
+    CheckpointError: a checkpoint past ``total``.
+  """
+  if checkpoint_dir is None:
+    return None
+  last = checkpointing.latest_step(checkpoint_dir)
+  if last is None:
+    return None
+  if last > total:
+    raise checkpointing.CheckpointError(
+        f"{checkpoint_dir} holds a checkpoint of step {last}, past the "
+        f"{total} steps of this run (written with another config?); use "
+        f"another directory")
+  if last < total and not resume:
+    raise ValueError(
+        f"{checkpoint_dir} holds an unfinished run (checkpoint at step "
+        f"{last} of {total}): rerun with --resume (resume=True) to continue "
+        f"it, or delete that directory to start over")
+  return last
+
+
+def restore(template: Any, checkpoint_dir: Optional[str], total: int, *,
+            resume: bool, desc: str = "run") -> Any:
+  """``template``, or its latest checkpoint in ``checkpoint_dir``.
+
+  Raises:
+    ValueError / CheckpointError: as :func:`resume_step` and
+      :func:`oeu_jax.checkpointing.restore_checkpoint`.
+  """
+  last = resume_step(checkpoint_dir, total, resume=resume)
+  if last is None:
+    return template
+  state = checkpointing.restore_checkpoint(checkpoint_dir, template,
+                                           step=last)
+  logging.info("resumed %s from step %d", desc, last)
+  return state
+
+
+def kept_note(checkpoint_dir: Optional[str]) -> str:
+  """Where the last good state is, for non-finite errors (naming the path)."""
+  if checkpoint_dir is None:
+    return " (no checkpoint directory was given)"
+  last = checkpointing.latest_step(checkpoint_dir)
+  if last is None:
+    return f"; no checkpoint was saved yet in {checkpoint_dir}"
+  return f"; the last good checkpoint is step {last} in {checkpoint_dir}"
+
+
+def chunks(g0: int, g1: int, size: int, every: Optional[int] = None):
+  """``[a, b)`` pieces of ``[g0, g1)`` ending on multiples of ``size`` and
+  of ``every`` (the checkpoint cadence, when given)."""
+  g = g0
+  while g < g1:
+    b = min(g1, (g // size + 1) * size)
+    if every:
+      b = min(b, (g // every + 1) * every)
+    yield g, b
+    g = b
+
+
+def run(execute: Callable, state: Any, *, starts: Sequence[int],
+        totals: Sequence[int], checkpoint_dirs: Sequence[Optional[str]],
+        checkpoint_every: int, chunk: int = 1,
+        lane: Callable[[Any, int], Any] = lambda state, i: state,
+        skip_nonfinite: bool = False,
+        failure: Callable[[int, int], str] = lambda i, step: f"step {step}",
+        progress: bool = False, desc: str = "run") -> Outcome:
+  """Drives ``execute`` over every lane's steps ``[starts[i], totals[i])``.
+
+  Args:
+    execute: ``(state, a, b, active) -> (state, metrics)`` for steps
+      ``[a, b)`` (see the module docstring); it must leave an inactive
+      lane's state unchanged. It may carry ``compile_seconds``.
+    state: the initial state (all lanes).
+    starts: per lane, the first step to run (after a restore).
+    totals: per lane, its number of steps.
+    checkpoint_dirs: per lane, a directory or None.
+    checkpoint_every: save each lane every this many steps and at its end.
+    chunk: steps per ``execute`` call (dispatch); chunks also end on
+      checkpoint steps.
+    lane: ``(state, i) -> lane i's state`` (what is checkpointed).
+    skip_nonfinite: count non-finite steps instead of raising (the executor
+      has already dropped their updates).
+    failure: ``(lane, step) -> text`` naming a non-finite step.
+    progress: a tqdm bar.
+    desc: its label.
+
+  Returns:
+    An :class:`Outcome`.
+
+  Raises:
+    FloatingPointError: a non-finite step (unless ``skip_nonfinite``),
+      naming it and the last good checkpoint.
+  """
+  n = len(starts)
+  g0, g1 = min(starts), max(totals)
+  saving = any(d is not None for d in checkpoint_dirs)
+  bar = None
+  if progress and g1 > g0:
+    from tqdm.auto import tqdm  # Only the CLI shows bars.
+    bar = tqdm(total=g1 - g0, desc=desc, leave=False)
+  compile0 = getattr(execute, "compile_seconds", 0.0)
+  history = [[] for _ in range(n)]
+  skipped = [0] * n
+  starts_a, totals_a = np.asarray(starts), np.asarray(totals)
+  t0 = time.perf_counter()
+  for a, b in chunks(g0, g1, chunk, checkpoint_every if saving else None):
+    steps = np.arange(a, b)[:, None]
+    active = (steps >= starts_a[None]) & (steps < totals_a[None])
+    if not active.any():  # Between one lane's end and another's restart.
+      if bar is not None:
+        bar.update(b - a)
+      continue
+    state, m = execute(state, a, b, active)
+    finite = np.asarray(m["finite"], bool)
+    bad = active & ~finite
+    if bad.any() and not skip_nonfinite:
+      k, i = map(int, np.argwhere(bad)[0])
+      raise FloatingPointError(
+          f"{failure(i, a + k)}{kept_note(checkpoint_dirs[i])}")
+    for i in range(n):
+      rows = active[:, i]
+      if rows.any():
+        history[i].append({key: np.asarray(v)[rows, i]
+                           for key, v in m.items()})
+        skipped[i] += int(bad[:, i].sum())
+      ckpt = checkpoint_dirs[i]
+      if (ckpt is not None and b % checkpoint_every == 0 and rows.any()
+          and starts[i] < b <= totals[i]):
+        checkpointing.save_checkpoint(ckpt, b, lane(state, i))
+    if bar is not None:
+      bar.update(b - a)
+  jax.block_until_ready(state)
+  if bar is not None:
+    bar.close()
+  compile_s = getattr(execute, "compile_seconds", 0.0) - compile0
+  seconds = time.perf_counter() - t0 - compile_s
+  for i, ckpt in enumerate(checkpoint_dirs):
+    if (ckpt is not None and starts[i] < totals[i]
+        and checkpointing.latest_step(ckpt) != totals[i]):
+      checkpointing.save_checkpoint(ckpt, totals[i], lane(state, i))
+  metrics = [{key: np.concatenate([h[key] for h in hist]) for key in hist[0]}
+             if hist else {} for hist in history]
+  for i, s in enumerate(skipped):
+    if s:
+      logging.warning("%s: skipped %d of %d steps with non-finite values",
+                      desc if n == 1 else f"{desc} lane {i}", s,
+                      totals[i] - starts[i])
+  return Outcome(state, seconds, compile_s, metrics, skipped)
+
+
+def mean_metrics(metrics: dict) -> dict:
+  """Mean of each metric over the finite steps (``"finite"`` dropped)."""
+  good = np.asarray(metrics.get("finite", ()), bool)
+  if not good.any():
+    return {}
+  return {k: float(np.mean([float(v) for v in np.asarray(vals)[good]]))
+          for k, vals in metrics.items() if k != "finite"}
