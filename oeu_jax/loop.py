@@ -272,6 +272,22 @@ def run(execute: Callable, state: Any, *, starts: Sequence[int],
   return Outcome(state, seconds, compile_s, metrics, skipped)
 
 
+def run_one(step: Callable, state: Any, data: Sequence[Any],
+            indices: Callable[[int], Sequence[np.ndarray]], *, total: int,
+            checkpoint_dir: Optional[str], checkpoint_every: int,
+            skip_nonfinite: bool, failure: Callable[[int], str], mesh=None,
+            donate: bool = False, progress: bool = False,
+            desc: str = "run") -> Outcome:
+  """:func:`run` for one lane with a :class:`StepExecutor` (one dispatch
+  per step); ``failure(step)`` names a non-finite step."""
+  execute = StepExecutor(step, data, indices, mesh=mesh, donate=donate)
+  return run(execute, state, starts=[int(state.step)], totals=[total],
+             checkpoint_dirs=[checkpoint_dir],
+             checkpoint_every=checkpoint_every,
+             skip_nonfinite=skip_nonfinite,
+             failure=lambda i, s: failure(s), progress=progress, desc=desc)
+
+
 def mean_metrics(metrics: dict) -> dict:
   """Mean of each metric over the finite steps (``"finite"`` dropped)."""
   good = np.asarray(metrics.get("finite", ()), bool)

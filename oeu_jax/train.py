@@ -262,20 +262,17 @@ def fit(model, x: np.ndarray, y: np.ndarray, *, config: TrainConfig,
   start = int(state.step)
   if start >= total:  # A finished run restored from its checkpoint.
     return TrainResult(state, 0.0, 0.0, np.zeros((0,), np.float32))
-  execute = loop.StepExecutor(
+  out = loop.run_one(
       make_train_step(model, tx, augment=config.augment,
                       skip_nonfinite=config.skip_nonfinite),
-      data, lambda s: (batch_indices(n, config.batch_size, seed, s),),
-      mesh=mesh, donate=True)
-  out = loop.run(
-      execute, state, starts=[start], totals=[total],
-      checkpoint_dirs=[checkpoint_dir],
+      state, data, lambda s: (batch_indices(n, config.batch_size, seed, s),),
+      total=total, checkpoint_dir=checkpoint_dir,
       checkpoint_every=config.checkpoint_every,
       skip_nonfinite=config.skip_nonfinite,
-      failure=lambda i, s: (f"{desc}: non-finite loss, gradient or "
-                            f"parameter at training step {s}"),
-      progress=progress, desc=desc)
-  return TrainResult(out.state, out.seconds, execute.compile_seconds,
+      failure=lambda s: (f"{desc}: non-finite loss, gradient or parameter "
+                         f"at training step {s}"),
+      mesh=mesh, donate=True, progress=progress, desc=desc)
+  return TrainResult(out.state, out.seconds, out.compile_seconds,
                      np.asarray(out.metrics[0]["loss"], np.float32),
                      out.skipped[0])
 

@@ -263,18 +263,15 @@ def unlearn(method: methods_lib.Method, model, params, batch_stats,
     return UnlearnResult(state, 0.0, 0.0, {})
   state, data = mesh_lib.replicate(mesh, (state, data))
   nf, nr = len(data.forget_y), len(data.retain_y)
-  execute = loop.StepExecutor(
-      make_step(method, tx, skip_nonfinite=config.skip_nonfinite), data,
-      lambda s: step_indices(nf, nr, config, seed, s), mesh=mesh)
-  out = loop.run(
-      execute, state, starts=[start], totals=[total],
-      checkpoint_dirs=[checkpoint_dir],
-      checkpoint_every=config.checkpoint_every,
+  out = loop.run_one(
+      make_step(method, tx, skip_nonfinite=config.skip_nonfinite), state,
+      data, lambda s: step_indices(nf, nr, config, seed, s), total=total,
+      checkpoint_dir=checkpoint_dir, checkpoint_every=config.checkpoint_every,
       skip_nonfinite=config.skip_nonfinite,
-      failure=lambda i, s: (f"{method.name}: non-finite loss or update at "
-                            f"unlearning step {s}"),
-      progress=progress, desc=method.name)
-  return UnlearnResult(out.state, out.seconds, execute.compile_seconds,
+      failure=lambda s: (f"{method.name}: non-finite loss or update at "
+                         f"unlearning step {s}"),
+      mesh=mesh, progress=progress, desc=method.name)
+  return UnlearnResult(out.state, out.seconds, out.compile_seconds,
                        summarize(out.metrics[0], out.skipped[0]))
 
 
