@@ -21,8 +21,9 @@ On CPU, vmapping a convolution over seeds (a per-seed kernel) gives a
 grouped convolution that XLA's CPU backend expands into a dense one N times
 larger; there each convolution runs seed by seed inside the program
 (:mod:`oeu_jax.seedwise_conv`), everything else stays vmapped. On CPU the
-steady-state step costs about what N sequential steps cost (the machine is compute
-bound); the gain is one compilation instead of N and no per-step dispatch.
+steady-state step costs about what N sequential steps cost (the machine
+is compute bound); the gain is one compilation instead of N and no
+per-step dispatch.
 On GPU/TPU the vmapped program fills the device that one small model
 leaves idle.
 
@@ -312,6 +313,7 @@ def unlearn_seeds(method: methods_lib.Method, model,
       step) unless ``config.skip_nonfinite``.
   """
   unlearn_lib.validate_config(config)
+  config = unlearn_lib.resolve(config, method)
   n = len(params_list)
   seeds = _check_seeds(seeds, n, "parameter sets")
   if len(batch_stats_list) != n or len(data_list) != n:
@@ -320,7 +322,8 @@ def unlearn_seeds(method: methods_lib.Method, model,
   dirs = _dirs(checkpoint_dirs, n)
   sizes = [(len(d.forget_y), len(d.retain_y)) for d in data_list]
   totals = [unlearn_lib.total_steps(d, config) for d in data_list]
-  _common_batch([min(config.batch_size, nf) for nf, _ in sizes], "forget")
+  _common_batch([min(config.forget_batch_size or config.batch_size, nf)
+                 for nf, _ in sizes], "forget")
   _common_batch([min(config.batch_size, nr) for _, nr in sizes], "retain")
   for d, total in zip(dirs, totals):  # Before any (costly) prepare.
     loop.resume_step(d, total, resume=resume)
@@ -342,7 +345,8 @@ def unlearn_seeds(method: methods_lib.Method, model,
         optax.cosine_decay_schedule(config.lr, max(total, 1)),
         st.method_state)
     step = unlearn_lib.make_step(method, tx,
-                                 skip_nonfinite=config.skip_nonfinite)
+                                 skip_nonfinite=config.skip_nonfinite,
+                                 kinds=unlearn_lib.step_kinds(config))
     return step(st, *d, *idx)
 
   def indices(i, g):

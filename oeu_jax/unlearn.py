@@ -1,13 +1,24 @@
 """The shared unlearning loop: every method runs through :func:`unlearn`.
 
-Each step pairs one forget batch with one retain batch; an epoch has as many
-steps as the larger set has batches and the smaller set is cycled (METHOD.md
-§2). Batch order is a pure function of ``(seed, epoch)``, the step's rng is
-``fold_in(key, step)``, and the state is one pytree: a run resumed from a
-checkpoint is bit-identical to an uninterrupted one.
+A *schedule* says which batches each step sees (``UnlearnConfig.schedule``;
+``None`` takes the method's reference schedule, ``Method.schedule``):
 
-References:
-  Q-MUL harness (ICCV 2025); SalUn (arXiv:2310.12508).
+* ``"paired"``: each step pairs one forget batch with one retain batch; an
+  epoch has as many steps as the larger set has batches and the smaller set
+  is cycled (``pairing="max"``), or covers D_f once (``pairing="forget"``).
+  OEU and its ablations need both gradients in one step (the projection);
+  NegGrad+ pairs as SCRUB's code does (``zip(D_r, cycle(D_f))``).
+* ``"sequential"``: one pass over D_f, then one over D_r, per epoch (SalUn
+  ``unlearn/RL.py``, Q-MUL ``unlearn/RL_min.py``); with ``forget_epochs``
+  the D_f pass only happens in the first that many epochs (SCRUB's
+  ``msteps`` max steps, then min steps only).
+* ``"forget_only"``: D_f only (GA); ``"retain_only"``: D_r only (FT, l1).
+
+In a forget-only step the method sees ``retain=None``, in a retain-only
+step ``forget=None``. Batch order is a pure function of ``(seed, epoch)``,
+the step's rng is ``fold_in(key, step)``, and the state is one pytree: a run
+resumed from a checkpoint is bit-identical to an uninterrupted one. Citations
+of the reference schedules: ``experiments/REFERENCES.md``.
 """
 
 import dataclasses
@@ -30,6 +41,9 @@ from oeu_jax import transforms
 Array = jax.Array
 
 PAIRINGS = ("max", "forget")
+SCHEDULES = ("paired", "sequential", "forget_only", "retain_only")
+# Step kinds: which batches a step sees.
+PAIRED, FORGET, RETAIN = 0, 1, 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,8 +55,16 @@ class UnlearnConfig:
     batch_size: examples per forget batch and per retain batch (capped at
       each set's size, so a small forget set gives a full-set batch).
     lr: peak learning rate.
-    pairing: ``"max"``: an epoch covers the larger set (default, METHOD.md);
-      ``"forget"``: an epoch covers the forget set once.
+    pairing: with the paired schedule, ``"max"``: an epoch covers the
+      larger set (default); ``"forget"``: an epoch covers the forget set
+      once.
+    schedule: one of :data:`SCHEDULES`; ``None``: the method's reference
+      schedule (see the module docstring).
+    forget_batch_size: examples per forget batch; ``None``: the method's
+      own (SCRUB: 512), else ``batch_size``.
+    forget_epochs: with the sequential schedule, D_f passes only in the first
+      this many epochs; ``None``: the method's own (SCRUB: ``msteps``), else
+      every epoch.
     checkpoint_every: steps between checkpoints when a directory is given.
     skip_nonfinite: False: a non-finite loss or update stops unlearning with
       ``FloatingPointError`` naming the step (the last good checkpoint is
@@ -56,6 +78,23 @@ class UnlearnConfig:
   pairing: str = "max"
   checkpoint_every: int = 50
   skip_nonfinite: bool = False
+  schedule: Optional[str] = None
+  forget_batch_size: Optional[int] = None
+  forget_epochs: Optional[int] = None
+
+  def __repr__(self) -> str:
+    # Checkpoint fingerprints hash this repr: the schedule fields appear
+    # only where they differ from the paired defaults, so workdirs written
+    # before they existed keep their names (and are reused) while a run
+    # under another schedule gets directories of its own.
+    parts = [f"{f.name}={getattr(self, f.name)!r}"
+             for f in dataclasses.fields(self)
+             if not (f.name in _SCHEDULE_FIELDS
+                     and getattr(self, f.name) in (None, "paired"))]
+    return f"UnlearnConfig({', '.join(parts)})"
+
+
+_SCHEDULE_FIELDS = ("schedule", "forget_batch_size", "forget_epochs")
 
 
 class UnlearnState(NamedTuple):
@@ -91,17 +130,70 @@ def validate_config(config: UnlearnConfig) -> None:
       or config.checkpoint_every <= 0):
     raise ValueError(f"checkpoint_every must be an integer > 0, got "
                      f"{config.checkpoint_every}")
+  if config.schedule is not None and config.schedule not in SCHEDULES:
+    raise ValueError(f"schedule must be one of {SCHEDULES}, got "
+                     f"{config.schedule!r}")
+  for name in ("forget_batch_size", "forget_epochs"):
+    v = getattr(config, name)
+    if v is not None and (int(v) != v or v < (1 if name[7] == "b" else 0)):
+      raise ValueError(f"{name} must be an integer > 0 (or None), got {v}")
+
+
+def resolve(config: UnlearnConfig,
+            method: methods_lib.Method) -> UnlearnConfig:
+  """``config`` with the method's reference schedule where it says None.
+
+  Raises:
+    ValueError: a schedule the method cannot run (OEU needs paired batches).
+  """
+  ref = getattr(method, "schedule", "paired")
+  cfg = dataclasses.replace(
+      config, schedule=config.schedule or ref,
+      forget_batch_size=(config.forget_batch_size
+                         or getattr(method, "forget_batch_size", None)),
+      forget_epochs=(config.forget_epochs if config.forget_epochs is not None
+                     else getattr(method, "forget_epochs", None)))
+  if cfg.schedule not in getattr(method, "schedules", ("paired",)):
+    raise ValueError(f"{method.name} cannot run the {cfg.schedule!r} "
+                     f"schedule; it supports {', '.join(method.schedules)}")
+  return cfg
+
+
+def _batches(num_forget: int, num_retain: int, config: UnlearnConfig):
+  """(forget batch, retain batch, forget batches, retain batches)."""
+  bf = min(config.forget_batch_size or config.batch_size, num_forget)
+  br = min(config.batch_size, num_retain)
+  return bf, br, math.ceil(num_forget / bf), math.ceil(num_retain / br)
+
+
+def epoch_plan(num_forget: int, num_retain: int, config: UnlearnConfig,
+               epoch: int) -> list:
+  """``[(kind, steps), ...]`` of one epoch under ``config.schedule``."""
+  _, _, nfb, nrb = _batches(num_forget, num_retain, config)
+  schedule = config.schedule or "paired"
+  if schedule == "paired":
+    return [(PAIRED, nfb if config.pairing == "forget" else max(nfb, nrb))]
+  if schedule == "forget_only":
+    return [(FORGET, nfb)]
+  if schedule == "retain_only":
+    return [(RETAIN, nrb)]
+  fe = config.forget_epochs
+  return ([(FORGET, nfb)] if fe is None or epoch < fe else []) + [
+      (RETAIN, nrb)]
 
 
 def steps_per_epoch(num_forget: int, num_retain: int,
                     config: UnlearnConfig) -> int:
-  """Steps in one unlearning epoch."""
-  bf = min(config.batch_size, num_forget)
-  br = min(config.batch_size, num_retain)
-  nf = math.ceil(num_forget / bf)
-  if config.pairing == "forget":
-    return nf
-  return max(nf, math.ceil(num_retain / br))
+  """Steps in the first unlearning epoch (all epochs but SCRUB-style
+  ``forget_epochs`` schedules have this length)."""
+  return sum(c for _, c in epoch_plan(num_forget, num_retain, config, 0))
+
+
+def step_kinds(config: UnlearnConfig) -> tuple:
+  """The step kinds a schedule uses."""
+  return {None: (PAIRED,), "paired": (PAIRED,), "forget_only": (FORGET,),
+          "retain_only": (RETAIN,),
+          "sequential": (FORGET, RETAIN)}[config.schedule]
 
 
 def cycled_indices(n: int, batch: int, seed: int, epoch: int, k: int,
@@ -120,31 +212,73 @@ def cycled_indices(n: int, batch: int, seed: int, epoch: int, k: int,
   return seq[start - off:stop - off].astype(np.int32)
 
 
-def step_indices(num_forget: int, num_retain: int, config: UnlearnConfig,
-                 seed: int, step: int) -> tuple[np.ndarray, np.ndarray]:
-  """(forget, retain) batch indices of unlearning step ``step``."""
+def _locate(num_forget: int, num_retain: int, config: UnlearnConfig,
+            step: int) -> tuple:
+  """(epoch, kind, k): step ``step`` is batch ``k`` of its epoch's ``kind``
+  pass."""
   spe = steps_per_epoch(num_forget, num_retain, config)
-  epoch, k = divmod(step, spe)
-  bf = min(config.batch_size, num_forget)
-  br = min(config.batch_size, num_retain)
-  return (cycled_indices(num_forget, bf, seed, epoch, k, 1),
-          cycled_indices(num_retain, br, seed, epoch, k, 2))
+  if config.forget_epochs is None or config.schedule != "sequential":
+    epoch, k = divmod(step, spe)
+  else:  # SCRUB-style: longer epochs first, then retain-only ones.
+    head = min(step // spe, config.forget_epochs)
+    rest = step - head * spe
+    tail = sum(c for _, c in epoch_plan(num_forget, num_retain, config,
+                                        config.forget_epochs))
+    epoch, k = ((head, rest) if head < config.forget_epochs
+                else (head + rest // tail, rest % tail))
+  for kind, count in epoch_plan(num_forget, num_retain, config, epoch):
+    if k < count:
+      return epoch, kind, k
+    k -= count
+  raise AssertionError("unreachable: step past its epoch")
+
+
+def step_indices(num_forget: int, num_retain: int, config: UnlearnConfig,
+                 seed: int, step: int) -> tuple:
+  """Batch indices of unlearning step ``step``.
+
+  Paired: ``(forget, retain)``. Other schedules: ``(forget, retain,
+  kind)``, the batch the step does not see filled with zeros and ``kind``
+  a ``(1,)`` int32 array (:data:`FORGET` or :data:`RETAIN`).
+  """
+  bf, br, _, _ = _batches(num_forget, num_retain, config)
+  epoch, kind, k = _locate(num_forget, num_retain, config, step)
+  if kind == PAIRED:
+    return (cycled_indices(num_forget, bf, seed, epoch, k, 1),
+            cycled_indices(num_retain, br, seed, epoch, k, 2))
+  f = (cycled_indices(num_forget, bf, seed, epoch, k, 1) if kind == FORGET
+       else np.zeros((bf,), np.int32))
+  r = (cycled_indices(num_retain, br, seed, epoch, k, 2) if kind == RETAIN
+       else np.zeros((br,), np.int32))
+  return f, r, np.array([kind], np.int32)
 
 
 def make_step(method: methods_lib.Method, tx: optax.GradientTransformation,
-              *, skip_nonfinite: bool = False):
-  """The pure unlearning step ``(state, fx, fy, rx, ry, fi, ri) -> state, m``.
+              *, skip_nonfinite: bool = False, kinds: tuple = (PAIRED,)):
+  """The pure unlearning step ``(state, fx, fy, rx, ry, *idx) -> state, m``.
 
-  With ``skip_nonfinite``, a step whose update or metrics are not finite
-  returns the input state with only ``step`` advanced.
+  ``idx`` is what :func:`step_indices` gives: ``(fi, ri)`` for the paired
+  schedule (``kinds=(PAIRED,)``), ``(fi, ri, kind)`` otherwise; the method
+  then sees ``None`` for the batch the step's kind does not visit (one
+  ``lax.switch`` when a schedule has two kinds). With ``skip_nonfinite``, a
+  step whose update or metrics are not finite returns the input state with
+  only ``step`` advanced.
   """
 
-  def step(state: UnlearnState, fx, fy, rx, ry, f_idx, r_idx):
+  def step(state: UnlearnState, fx, fy, rx, ry, f_idx, r_idx, kind=None):
     fb = methods_lib.Batch(fx[f_idx], fy[f_idx], f_idx)
     rb = methods_lib.Batch(rx[r_idx], ry[r_idx], r_idx)
     rng = jax.random.fold_in(state.rng, state.step)
-    out = method.grads(state.params, state.batch_stats, state.method_state,
-                       fb, rb, rng, state.step)
+    args = (state.params, state.batch_stats, state.method_state)
+    if kinds == (PAIRED,):
+      out = method.grads(*args, fb, rb, rng, state.step)
+    else:
+      branches = [
+          lambda k=k: method.grads(*args, None if k == RETAIN else fb,
+                                   None if k == FORGET else rb, rng,
+                                   state.step) for k in kinds]
+      out = (branches[0]() if len(kinds) == 1 else jax.lax.switch(
+          jnp.searchsorted(jnp.asarray(kinds), kind[0]), branches))
     updates, opt_state = tx.update(out.grads, state.opt_state, state.params,
                                    **out.extra)
     params = optax.apply_updates(state.params, updates)
@@ -201,9 +335,10 @@ def init_state(method: methods_lib.Method, model, params, batch_stats,
                data: UnlearnData, *, config: UnlearnConfig, num_classes: int,
                seed: int):
   """Prepares the method and the initial state; returns (state, tx)."""
+  config = resolve(config, method)
   nf, nr = len(data.forget_y), len(data.retain_y)
   spe = steps_per_epoch(nf, nr, config)
-  total = spe * int(config.epochs)
+  total = total_steps(data, config)
   key = jax.random.PRNGKey(seed)
   k_prep, k_run = jax.random.split(key)
   mstate = method.prepare(methods_lib.PrepareInputs(
@@ -252,6 +387,7 @@ def unlearn(method: methods_lib.Method, model, params, batch_stats,
       last good checkpoint is kept) unless ``config.skip_nonfinite``.
   """
   validate_config(config)
+  config = resolve(config, method)
   total = total_steps(data, config)
   loop.resume_step(checkpoint_dir, total, resume=resume)  # Before prepare.
   state, tx = init_state(method, model, params, batch_stats, data,
@@ -264,8 +400,9 @@ def unlearn(method: methods_lib.Method, model, params, batch_stats,
   state, data = mesh_lib.replicate(mesh, (state, data))
   nf, nr = len(data.forget_y), len(data.retain_y)
   out = loop.run_one(
-      make_step(method, tx, skip_nonfinite=config.skip_nonfinite), state,
-      data, lambda s: step_indices(nf, nr, config, seed, s), total=total,
+      make_step(method, tx, skip_nonfinite=config.skip_nonfinite,
+                kinds=step_kinds(config)), state, data,
+      lambda s: step_indices(nf, nr, config, seed, s), total=total,
       checkpoint_dir=checkpoint_dir, checkpoint_every=config.checkpoint_every,
       skip_nonfinite=config.skip_nonfinite,
       failure=lambda s: (f"{method.name}: non-finite loss or update at "
@@ -277,8 +414,20 @@ def unlearn(method: methods_lib.Method, model, params, batch_stats,
 
 def total_steps(data: UnlearnData, config: UnlearnConfig) -> int:
   """Steps of an unlearning run on ``data``."""
-  return steps_per_epoch(len(data.forget_y), len(data.retain_y),
-                         config) * int(config.epochs)
+  return num_steps(len(data.forget_y), len(data.retain_y), config)
+
+
+def num_steps(num_forget: int, num_retain: int,
+              config: UnlearnConfig) -> int:
+  """Steps of an unlearning run over sets of these sizes."""
+  epochs = int(config.epochs)
+  head = epochs
+  if config.schedule == "sequential" and config.forget_epochs is not None:
+    head = min(epochs, int(config.forget_epochs))
+  tail = sum(c for _, c in epoch_plan(num_forget, num_retain, config,
+                                      head)) if head < epochs else 0
+  return head * steps_per_epoch(num_forget, num_retain, config) + (
+      epochs - head) * tail
 
 
 def summarize(metrics: dict, skipped: int) -> dict:
