@@ -327,6 +327,58 @@ def _like_target(data: np.ndarray, entry: dict, target: Any,
   return jnp.asarray(value)
 
 
+def read_manifest(directory: str | os.PathLike, *,
+                  step: int | None = None) -> dict:
+  """The checked manifest of a complete checkpoint, without its arrays.
+
+  Enough to rebuild a restore target without knowing what was saved.
+
+  Args:
+    directory: Checkpoint root directory.
+    step: Step to read; the latest complete step when ``None``.
+
+  Returns:
+    ``{"format", "step", "leaves"}``; per leaf, in flattening order: ``path``
+    (keystr), ``kind`` (``"array"``/``"key"``; keys add ``impl``),
+    ``shape``, ``dtype``, ``stored_shape``, ``sha256``.
+
+  Raises:
+    CheckpointError: as :func:`restore_checkpoint` (naming the path).
+  """
+  directory = Path(directory).resolve()
+  if not directory.is_dir():
+    raise CheckpointError(f"No checkpoint directory at {directory}.")
+  steps = available_steps(directory)
+  unfinished = _unfinished(directory)
+  note = (f" Unfinished saves (ignored): {_listed(unfinished)}."
+          if unfinished else "")
+  if step is None:
+    if not steps:
+      raise CheckpointError(f"No complete checkpoint in {directory}.{note}")
+    step = steps[-1]
+  step_dir = directory / str(step)
+  if step not in steps:
+    if step_dir.is_dir():
+      lacking = [i for i in (_STATE, _MANIFEST) if not (step_dir / i).is_dir()]
+      state = f"exists but lacks the items {lacking}"
+    else:
+      state = "does not exist"
+    raise CheckpointError(
+        f"No complete checkpoint for step {step}: {step_dir} {state}. Complete"
+        f" steps: {steps}.{note}")
+  with _manager(directory, read_only=True) as mngr:
+    try:
+      manifest = mngr.restore(
+          step, args=ocp.args.Composite(**{_MANIFEST: ocp.args.JsonRestore()})
+      )[_MANIFEST]
+    except Exception as e:  # orbax/json raise many types; report them all.
+      raise CheckpointError(
+          f"Cannot read the manifest of {step_dir / _MANIFEST}: {_short(e)}"
+      ) from e
+  return {"format": FORMAT, "step": step,
+          "leaves": _check_manifest(manifest, step_dir)}
+
+
 def restore_checkpoint(
     directory: str | os.PathLike,
     target: Any,
@@ -370,39 +422,12 @@ def restore_checkpoint(
     True
   """
   directory = Path(directory).resolve()
-  if not directory.is_dir():
-    raise CheckpointError(f"No checkpoint directory at {directory}.")
-  steps = available_steps(directory)
-  unfinished = _unfinished(directory)
-  note = (f" Unfinished saves (ignored): {_listed(unfinished)}."
-          if unfinished else "")
-  if step is None:
-    if not steps:
-      raise CheckpointError(f"No complete checkpoint in {directory}.{note}")
-    step = steps[-1]
+  manifest = read_manifest(directory, step=step)
+  step, entries = manifest["step"], manifest["leaves"]
   step_dir = directory / str(step)
-  if step not in steps:
-    if step_dir.is_dir():
-      lacking = [i for i in (_STATE, _MANIFEST) if not (step_dir / i).is_dir()]
-      state = f"exists but lacks the items {lacking}"
-    else:
-      state = "does not exist"
-    raise CheckpointError(
-        f"No complete checkpoint for step {step}: {step_dir} {state}. Complete"
-        f" steps: {steps}.{note}"
-    )
   target_leaves, treedef = jax.tree_util.tree_flatten_with_path(target)
+  _check_structure(entries, target_leaves, step_dir)
   with _manager(directory, read_only=True) as mngr:
-    try:
-      manifest = mngr.restore(
-          step, args=ocp.args.Composite(**{_MANIFEST: ocp.args.JsonRestore()})
-      )[_MANIFEST]
-    except Exception as e:  # orbax/json raise many types; report them all.
-      raise CheckpointError(
-          f"Cannot read the manifest of {step_dir / _MANIFEST}: {_short(e)}"
-      ) from e
-    entries = _check_manifest(manifest, step_dir)
-    _check_structure(entries, target_leaves, step_dir)
     try:
       stored = {
           f"{i:05d}": np.zeros(e["stored_shape"], jnp.dtype(e["dtype"]))

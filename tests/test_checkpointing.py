@@ -228,6 +228,31 @@ def test_corrupt_manifest(tmp_path):
   assert str(tmp_path / "1" / "manifest") in str(info.value)
 
 
+
+def test_read_manifest_describes_the_saved_tree(tmp_path):
+  tree = {"p": {"w": jnp.ones((2, 3), jnp.bfloat16)}, "k": jax.random.key(5),
+          "opt": OptState(count=jnp.asarray(1), mu={})}
+  save_checkpoint(tmp_path, 2, tree)
+  save_checkpoint(tmp_path, 4, tree)
+  manifest = checkpointing.read_manifest(tmp_path)
+  assert manifest["format"] == checkpointing.FORMAT and manifest["step"] == 4
+  by_path = {e["path"]: e for e in manifest["leaves"]}
+  assert list(by_path) == ["['k']", "['opt'].count", "['p']['w']"]
+  assert by_path["['p']['w']"]["shape"] == [2, 3]
+  assert by_path["['p']['w']"]["dtype"] == "bfloat16"
+  assert by_path["['k']"]["kind"] == "key" and "impl" in by_path["['k']"]
+  assert checkpointing.read_manifest(tmp_path, step=2)["step"] == 2
+  with pytest.raises(CheckpointError, match="No complete checkpoint for "
+                     "step 3"):
+    checkpointing.read_manifest(tmp_path, step=3)
+  with pytest.raises(CheckpointError, match="No checkpoint directory"):
+    checkpointing.read_manifest(tmp_path / "missing")
+  for f in (tmp_path / "4" / "manifest").iterdir():
+    if f.name != "commit_success.txt":
+      f.write_text('{"format": "someone else"}')
+  with pytest.raises(CheckpointError, match="not an oeu_jax.checkpoint/1"):
+    checkpointing.read_manifest(tmp_path)
+
 def test_interrupted_save_keeps_previous_usable(tmp_path, monkeypatch):
   save_checkpoint(tmp_path, 1, {"w": np.ones(3, np.float32)})
 
