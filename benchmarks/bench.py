@@ -37,11 +37,11 @@ import numpy as np
 from oeu_jax import data
 from oeu_jax import methods
 from oeu_jax import models
-from oeu_jax import pipeline
 from oeu_jax import seeds as seeds_lib
 from oeu_jax import train
 from oeu_jax import transforms
 from oeu_jax import unlearn
+from oeu_jax.runner import config as config_lib
 
 SECTIONS = ("step_ratio", "rte", "seeds", "steps", "memory")
 
@@ -156,7 +156,7 @@ def bench_rte(args, rows, notes):
   """Unlearning wall time / Retrain wall time at the default budgets."""
   ds = data.load_dataset("digits")
   model = models.build_model("cnn", num_classes=10, bits="w4a8")
-  tcfg = pipeline.default_train("digits")
+  tcfg = config_lib.default_train("digits")
   if args.quick:
     tcfg = tcfg._replace(epochs=3)
   original = train.fit(model, ds.train_x, ds.train_y, config=tcfg,
@@ -168,7 +168,7 @@ def bench_rte(args, rows, notes):
         forget_class=3 if scenario == "class" else None, seed=0)
     udata = unlearn.make_data(ds.train_x, ds.train_y, split.forget_idx,
                               split.retain_idx)
-    ucfg = pipeline.default_unlearn("digits", scenario)
+    ucfg = config_lib.default_unlearn("digits", scenario)
     variants = {"default": ucfg}
     if scenario == "random":
       variants["pairing=forget"] = dataclasses.replace(ucfg,
@@ -204,9 +204,9 @@ def bench_seeds(args, rows, notes):
   n = 4 if args.quick else 8
   ds = data.load_dataset("digits")
   model = models.build_model("cnn", num_classes=10, bits="w4a8")
-  tcfg = pipeline.default_train("digits")
+  tcfg = config_lib.default_train("digits")
   tcfg = tcfg._replace(epochs=2 if args.quick else 5)
-  ucfg = pipeline.default_unlearn("digits", "random")
+  ucfg = config_lib.default_unlearn("digits", "random")
   if args.quick:
     ucfg = dataclasses.replace(ucfg, epochs=2)
   seeds = list(range(n))
@@ -291,13 +291,14 @@ def bench_steps(args, rows, notes, table):
 _MEMORY_CHILD = """
 import dataclasses, json, resource, sys
 import jax, numpy as np
-from oeu_jax import data, methods, models, unlearn, pipeline
+from oeu_jax import data, methods, models, unlearn
+from oeu_jax.runner import config as config_lib
 from oeu_jax import seeds as seeds_lib
 mode, n, epochs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 ds = data.load_dataset("digits")
 model = models.build_model("cnn", num_classes=10, bits="w4a8")
 params, stats = models.init_model(model, jax.random.PRNGKey(0), (8, 8, 1))
-cfg = pipeline.default_unlearn("digits", "random")
+cfg = config_lib.default_unlearn("digits", "random")
 cfg = dataclasses.replace(cfg, epochs=epochs)
 datas = []
 for s in range(n):

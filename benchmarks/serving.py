@@ -25,6 +25,7 @@ from oeu_jax import data
 from oeu_jax import models
 from oeu_jax import serving
 from oeu_jax import train
+from oeu_jax.runner import config as config_lib
 
 MNIST = Path(__file__).resolve().parents[1].parent / "shared/data/mnist-t10k"
 
@@ -52,8 +53,7 @@ def measure(label, name, bits, shape, kwargs, digits) -> dict:
   model = models.build_model(name, num_classes=10, bits=bits, **kwargs)
   if label.endswith("(trained)"):
     res = train.fit(model, digits.train_x, digits.train_y, seed=0,
-                    config=train.TrainConfig(epochs=30, batch_size=64,
-                                             lr=0.05))
+                    config=config_lib.default_train("digits"))
     params, stats = res.state.params, res.state.batch_stats
   else:
     params, stats = models.init_model(model, jax.random.PRNGKey(0), shape)

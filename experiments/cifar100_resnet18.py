@@ -3,7 +3,7 @@
 Mirrors Q-MUL's main table (ResNet-18, W4A8, first conv and classifier in
 float) in SalUn's layout: random 10% forgetting and class-wise forgetting
 (class 0), all baselines, Q-MUL and OEU, 3 seeds. Budgets: Original and
-Retrain from :func:`oeu_jax.pipeline.default_train` (SGD 0.1, cosine),
+Retrain from :func:`oeu_jax.runner.config.default_train` (SGD 0.1, cosine),
 unlearning 10 epochs, batch 256, lr 0.01 (Q-MUL harness). Needs the TFDS
 dataset ``cifar100`` prepared in the TFDS data dir (no download at run time)
 and a GPU.

@@ -1,17 +1,18 @@
 """Pieces shared by the experiment configs: method lists, budgets, paths.
 
-Budgets come from :mod:`oeu_jax.pipeline` (``default_train`` /
-``default_unlearn``: the Q-MUL harness at paper scale); ``quick`` shrinks
-any experiment to CPU minutes.
+Budgets come from :mod:`oeu_jax.runner.config` (``default_train`` /
+``default_unlearn``: the Q-MUL harness at paper scale; ``cpu_budget``: the
+budgets the CPU tables were run with); ``quick`` shrinks any experiment to
+CPU minutes.
 """
 
 import dataclasses
 from pathlib import Path
 from typing import Optional
 
-from oeu_jax import pipeline
 from oeu_jax import train as train_lib
 from oeu_jax import unlearn as unlearn_lib
+from oeu_jax.runner import config as config_lib
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # The MNIST test set as IDX files, kept beside the repository.
@@ -29,7 +30,7 @@ QUICK_SEEDS = (0,)
 # The settings that experiments/grid.py picked on digits (seed 0, mean Avg.
 # gap of class 3 and random 10%), where they differ from the harness
 # defaults of oeu_jax.methods by more than a tie (0.05). The grid table is
-# in oeu_jax/methods.py. The ``-tuned`` variants of the CPU tables use them.
+# in experiments/grid.py. The ``-tuned`` variants of the CPU tables use them.
 TUNED = (
     ("l1_sparse", (("alpha", 1e-3),)),
     # beta=0.9 was best on seed 0 but diverges (non-finite weights) on
@@ -65,13 +66,13 @@ def make(*, dataset: str, model: str, methods: tuple,
          model_kwargs: tuple = (),
          train: Optional[train_lib.TrainConfig] = None,
          unlearn: Optional[unlearn_lib.UnlearnConfig] = None,
-         max_examples: Optional[int] = None) -> pipeline.RunConfig:
+         max_examples: Optional[int] = None) -> config_lib.RunConfig:
   """A RunConfig with budgets resolved (so method hparams can see them)."""
-  train = train or pipeline.default_train(dataset)
-  unlearn = unlearn or pipeline.default_unlearn(dataset, scenario)
+  train = train or config_lib.default_train(dataset)
+  unlearn = unlearn or config_lib.default_unlearn(dataset, scenario)
   if scenario == "class":
     forget_ratio = None
-  return pipeline.RunConfig(
+  return config_lib.RunConfig(
       dataset=dataset, data_dir=data_dir, model=model, bits=bits,
       model_kwargs=model_kwargs, scenario=scenario,
       forget_ratio=forget_ratio, forget_class=forget_class, methods=methods,
@@ -80,9 +81,9 @@ def make(*, dataset: str, model: str, methods: tuple,
       max_examples=max_examples)
 
 
-def quick(cfg: pipeline.RunConfig, *, train_epochs: int = 5,
+def quick(cfg: config_lib.RunConfig, *, train_epochs: int = 5,
           unlearn_epochs: int = 2, max_examples: Optional[int] = None,
-          model_kwargs: Optional[tuple] = None) -> pipeline.RunConfig:
+          model_kwargs: Optional[tuple] = None) -> config_lib.RunConfig:
   """Shrinks an experiment to CPU minutes: fewer epochs, one seed."""
   train = cfg.train._replace(epochs=min(cfg.train.epochs, train_epochs))
   unlearn = dataclasses.replace(
@@ -121,7 +122,7 @@ def resnet18_tables(dataset: str, tiny: bool = False) -> dict:
   return out
 
 
-def tuned(cfg: pipeline.RunConfig) -> pipeline.RunConfig:
+def tuned(cfg: config_lib.RunConfig) -> config_lib.RunConfig:
   """``cfg`` with the grid-picked hyper-parameters :data:`TUNED`."""
   extra = dict(cfg.method_hparams)
   for m, kv in TUNED:

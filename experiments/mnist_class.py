@@ -15,15 +15,11 @@ The ``-full`` variant was not run here.
 """
 
 from experiments import common
-from oeu_jax import train as train_lib
-from oeu_jax import unlearn as unlearn_lib
+from oeu_jax.runner import config as config_lib
 
-# The budget that fits this project's 2-core CPU machines for 3 seeds x 9
-# methods x 2 scenarios: the first 4,000 of the 8,000 training images,
-# 8 training epochs and 3 unlearning epochs (METHOD.md's batch 256, lr 0.01).
-CPU_EXAMPLES = 4000
-CPU_TRAIN = train_lib.TrainConfig(epochs=8, batch_size=128, lr=0.05)
-CPU_UNLEARN = unlearn_lib.UnlearnConfig(epochs=3, batch_size=256, lr=0.01)
+# The budget that fits this project's 2-core CPU machines (4,000 training
+# images, 8 + 3 epochs): oeu_jax.runner.config.CPU_BUDGETS.
+CPU = config_lib.cpu_budget("mnist_idx")
 
 FORGET_CLASS = 3
 
@@ -40,8 +36,8 @@ def configs(quick: bool = False) -> dict:
   cpu = common.make(dataset="mnist_idx", data_dir=str(common.MNIST_T10K),
                     model="cnn", methods=common.BASELINES,
                     scenario="class",
-                    forget_class=FORGET_CLASS, max_examples=CPU_EXAMPLES,
-                    train=CPU_TRAIN, unlearn=CPU_UNLEARN)
+                    forget_class=FORGET_CLASS, max_examples=CPU.max_examples,
+                    train=CPU.train, unlearn=CPU.unlearn)
   return {f"class{FORGET_CLASS}": cpu,
           f"class{FORGET_CLASS}-tuned": common.tuned(cpu),
           f"class{FORGET_CLASS}-full": full}

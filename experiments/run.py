@@ -6,13 +6,13 @@ Usage::
                               [--variant V] [--no-progress]
 
 ``NAME`` is a module of this package (see :data:`experiments.EXPERIMENTS`).
-For each variant of the experiment it runs :func:`oeu_jax.pipeline.run`
+For each variant of the experiment it runs :func:`oeu_jax.runner.pipeline.run`
 (checkpoints under ``DIR/checkpoints``, shared by the variants so the
 Original model is trained once; a rerun resumes), then writes
 
 * ``DIR/results.json``: every record (method × seed × variant);
 * ``DIR/VARIANT/table.md``, ``entropy_hist.png``, ``pred_hist.png``
-  (:func:`oeu_jax.report.write_report`);
+  (:func:`oeu_jax.runner.report.write_report`);
 * ``DIR/summary.md`` when there are several variants: Avg. gap per method
   and variant.
 
@@ -30,8 +30,10 @@ from typing import Optional
 from typing import Sequence
 
 from experiments import EXPERIMENTS
-from oeu_jax import pipeline
-from oeu_jax import report
+from oeu_jax.runner import config as config_lib
+from oeu_jax.runner import layout as layout_lib
+from oeu_jax.runner import pipeline
+from oeu_jax.runner import report
 
 
 class _Parser(argparse.ArgumentParser):
@@ -80,7 +82,7 @@ def run_experiment(name: str, workdir: Path, *, quick: bool = False,
                        f"{', '.join(configs)}")
     configs = {v: configs[v] for v in variants}
   for cfg in configs.values():
-    pipeline.resolve(cfg)  # Fail fast, before any training.
+    config_lib.resolve(cfg)  # Fail fast, before any training.
   workdir = Path(workdir).resolve()
   records = []
   items = list(configs.items())
@@ -103,13 +105,13 @@ def run_experiment(name: str, workdir: Path, *, quick: bool = False,
     print(f"\n## {title}\n\n{report.salun_table(recs)}\n", flush=True)
     print(f"wrote {paths['table']}", file=sys.stderr)
     # Results so far survive an interrupted later variant.
-    pipeline.write_results(records, workdir / "results.json")
+    layout_lib.write_results(records, workdir / layout_lib.RESULTS_JSON)
   if len(configs) > 1:
     summary = workdir / "summary.md"
     summary.write_text(f"# {name}: Avg. gap to Retrain\n\n"
                        + report.variant_table(records) + "\n")
     print(f"\n{report.variant_table(records)}\n", flush=True)
-  print(f"wrote {workdir / 'results.json'}", file=sys.stderr)
+  print(f"wrote {workdir / layout_lib.RESULTS_JSON}", file=sys.stderr)
   return records
 
 

@@ -1,8 +1,12 @@
-"""Command line: ``python -m oeu_jax {demo,run} ...``.
+"""Command line: ``python -m oeu_jax {demo,run,export} ...``.
 
 ``demo`` needs no network: scikit-learn's digits, the small CNN at W4A8,
 class-wise and 10% random forgetting, Original vs Retrain vs OEU. ``run`` is
-the general experiment. Both print a table and write ``DIR/results.json``.
+the general experiment. Both print a table and write ``DIR/results.json``;
+``--devices N`` runs them data-parallel over the first N devices (a
+:func:`oeu_jax.mesh.make_mesh` mesh; the checkpoints are the same as on one
+device). ``export`` writes the quantized models of a work directory in
+integer serving form (:mod:`oeu_jax.runner.export`).
 
 Errors: bad input (an unknown name, a value out of range, a missing or
 malformed data folder, an unfinished run without ``--resume``) prints one
@@ -39,12 +43,18 @@ from pathlib import Path
 from typing import Optional
 from typing import Sequence
 
+from jax.sharding import Mesh
+
 from oeu_jax import checkpointing
 from oeu_jax import data as data_lib
+from oeu_jax import mesh as mesh_lib
 from oeu_jax import methods as methods_lib
 from oeu_jax import models
-from oeu_jax import pipeline
 from oeu_jax import quantization
+from oeu_jax.runner import config as config_lib
+from oeu_jax.runner import layout as layout_lib
+from oeu_jax.runner import pipeline
+from oeu_jax.runner import report
 
 DEMO_FORGET_CLASS = 3
 EXIT_BAD_INPUT = 2
@@ -106,6 +116,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="run all seeds as one vmapped program per stage "
                          "(Original, Retrain, each method); same results up "
                          "to float rounding")
+    sp.add_argument("--devices", type=int, default=None, metavar="N",
+                    help="data-parallel over the first N devices (default: "
+                         "one device); same checkpoints, same results up to "
+                         "float rounding")
 
   demo = sub.add_parser("demo", help="offline demo on scikit-learn digits")
   common(demo)
@@ -118,8 +132,6 @@ def build_parser() -> argparse.ArgumentParser:
                        "checkpoints/)")
   ex.add_argument("--out", default=None,
                   help="output folder (default WORKDIR/serving)")
-  ex.add_argument("--quantize-ends", action="store_true",
-                  help="the models were trained with --quantize-ends")
 
   r = sub.add_parser("run", help="a general experiment")
   common(r)
@@ -191,20 +203,20 @@ def _check_dir(flag: str, path: Path) -> None:
     raise CliError(f"{flag} {path} is not readable")
 
 
-def _quick(cfg: pipeline.RunConfig) -> pipeline.RunConfig:
-  t = cfg.train or pipeline.default_train(cfg.dataset)
-  u = cfg.unlearn or pipeline.default_unlearn(cfg.dataset, cfg.scenario)
+def _quick(cfg: config_lib.RunConfig) -> config_lib.RunConfig:
+  t = cfg.train or config_lib.default_train(cfg.dataset)
+  u = cfg.unlearn or config_lib.default_unlearn(cfg.dataset, cfg.scenario)
   return dataclasses.replace(
       cfg, train=t._replace(epochs=min(t.epochs, 3)),
       unlearn=dataclasses.replace(u, epochs=min(u.epochs, 2)))
 
 
-def _loop_options(cfg: pipeline.RunConfig, *,
+def _loop_options(cfg: config_lib.RunConfig, *,
                   checkpoint_every: Optional[int],
-                  skip_nonfinite: bool) -> pipeline.RunConfig:
+                  skip_nonfinite: bool) -> config_lib.RunConfig:
   """Applies the checkpoint and non-finite flags to both loops."""
-  t = cfg.train or pipeline.default_train(cfg.dataset)
-  u = cfg.unlearn or pipeline.default_unlearn(cfg.dataset, cfg.scenario)
+  t = cfg.train or config_lib.default_train(cfg.dataset)
+  u = cfg.unlearn or config_lib.default_unlearn(cfg.dataset, cfg.scenario)
   extra = {"skip_nonfinite": True} if skip_nonfinite else {}
   if checkpoint_every is not None:
     extra["checkpoint_every"] = checkpoint_every
@@ -214,14 +226,14 @@ def _loop_options(cfg: pipeline.RunConfig, *,
 
 def demo_configs(seed: int) -> list:
   """The demo's two experiments: class-wise and 10% random forgetting."""
-  base = pipeline.RunConfig(dataset="digits", model="cnn", bits="w4a8",
-                            methods=("oeu",), seeds=(seed,))
+  base = config_lib.RunConfig(dataset="digits", model="cnn", bits="w4a8",
+                              methods=("oeu",), seeds=(seed,))
   return [dataclasses.replace(base, scenario="class", forget_ratio=None,
                               forget_class=DEMO_FORGET_CLASS),
           dataclasses.replace(base, scenario="random", forget_ratio=0.1)]
 
 
-def run_config_from_args(args) -> pipeline.RunConfig:
+def run_config_from_args(args) -> config_lib.RunConfig:
   """Builds (and validates) a RunConfig from ``run`` arguments."""
   _check_ranges(args)
   if args.scenario == "random":
@@ -237,18 +249,18 @@ def run_config_from_args(args) -> pipeline.RunConfig:
     if args.forget_class is None:
       raise CliError("--scenario class needs --forget-class C")
     ratio, fclass = None, args.forget_class
-  train = pipeline.default_train(args.dataset)
+  train = config_lib.default_train(args.dataset)
   if args.epochs is not None:
     train = train._replace(epochs=args.epochs)
   if args.batch_size is not None:
     train = train._replace(batch_size=args.batch_size)
-  unl = pipeline.default_unlearn(args.dataset, args.scenario)
+  unl = config_lib.default_unlearn(args.dataset, args.scenario)
   for field, value in (("epochs", args.unlearn_epochs),
                        ("batch_size", args.unlearn_batch_size),
                        ("lr", args.unlearn_lr)):
     if value is not None:
       unl = dataclasses.replace(unl, **{field: value})
-  return pipeline.RunConfig(
+  return config_lib.RunConfig(
       dataset=args.dataset, data_dir=args.data_dir, model=args.model,
       bits=args.bits, float_ends=not args.quantize_ends,
       scenario=args.scenario, forget_ratio=ratio, forget_class=fclass,
@@ -257,24 +269,24 @@ def run_config_from_args(args) -> pipeline.RunConfig:
       max_examples=args.max_examples)
 
 
-def execute(configs: Sequence[pipeline.RunConfig], workdir: Path, *,
-            progress: bool, resume: bool = False,
-            vmap_seeds: bool = False) -> list:
+def execute(configs: Sequence[config_lib.RunConfig], workdir: Path, *,
+            progress: bool, resume: bool = False, vmap_seeds: bool = False,
+            mesh: Optional[Mesh] = None) -> list:
   """Runs experiments, prints their tables, writes ``results.json``."""
   records = []
   for cfg in configs:
-    pipeline.resolve(cfg)  # Fail fast, before any training.
+    config_lib.resolve(cfg)  # Fail fast, before any training.
   for cfg in configs:
     recs = pipeline.run(cfg, workdir, progress=progress, resume=resume,
-                        vmap_seeds=vmap_seeds,
+                        vmap_seeds=vmap_seeds, mesh=mesh,
                         log=lambda s: print(s, file=sys.stderr, flush=True))
     title = (f"{cfg.dataset} / {cfg.model} / {cfg.bits} / {cfg.scenario} "
              + (f"class {cfg.forget_class}" if cfg.scenario == "class"
                 else f"{cfg.forget_ratio:g}"))
-    print(f"\n## {title}\n\n{pipeline.format_table(recs)}\n", flush=True)
+    print(f"\n## {title}\n\n{report.format_table(recs)}\n", flush=True)
     records.extend(recs)
-  pipeline.write_results(records, workdir / "results.json")
-  print(f"wrote {workdir / 'results.json'}")
+  layout_lib.write_results(records, workdir / layout_lib.RESULTS_JSON)
+  print(f"wrote {workdir / layout_lib.RESULTS_JSON}")
   return records
 
 
@@ -282,6 +294,8 @@ def _configs_from_args(args) -> list:
   if args.checkpoint_every is not None and args.checkpoint_every <= 0:
     raise CliError(f"--checkpoint-every must be > 0, got "
                    f"{args.checkpoint_every}")
+  if args.devices is not None and args.devices <= 0:
+    raise CliError(f"--devices must be >= 1, got {args.devices}")
   if args.command == "demo":
     if args.seed < 0:
       raise CliError(f"--seed must be >= 0, got {args.seed}")
@@ -292,6 +306,16 @@ def _configs_from_args(args) -> list:
     configs = [_quick(c) for c in configs]
   return [_loop_options(c, checkpoint_every=args.checkpoint_every,
                         skip_nonfinite=args.skip_nonfinite) for c in configs]
+
+
+def _mesh(devices: Optional[int]) -> Optional[Mesh]:
+  """``--devices N``: a mesh over the first N devices; None: one device."""
+  if devices is None:
+    return None
+  try:
+    return mesh_lib.make_mesh(devices)
+  except ValueError as e:
+    raise CliError(f"--devices {devices}: {e}") from None
 
 
 def _workdir(text: str) -> Path:
@@ -310,12 +334,13 @@ def _workdir(text: str) -> Path:
 
 def export(args) -> int:
   """``export``: integer-stored serving checkpoints of every quantized run."""
-  from oeu_jax import serving  # Only this command needs AQT's freezer.
+  # Only this command needs AQT's freezer.
+  from oeu_jax.runner import export as export_lib
   workdir = Path(args.workdir).resolve()
   if not workdir.is_dir():
     raise FileNotFoundError(f"--workdir {workdir} is not a directory")
   out = Path(args.out).resolve() if args.out else workdir / "serving"
-  summary = serving.export(workdir, out, float_ends=not args.quantize_ends)
+  summary = export_lib.export(workdir, out)
   for e in summary.get("models", []):
     ratio = e["float_bytes"] / max(e["serving_packed_bytes"], 1)
     print(f"{e['dest']}  {e['weight_dtype']}  {e['float_bytes']} -> "
@@ -343,9 +368,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.command == "export":
       return export(args)
     configs = _configs_from_args(args)
+    mesh = _mesh(args.devices)
     workdir = _workdir(args.workdir)
     execute(configs, workdir, progress=not args.no_progress,
-            resume=args.resume, vmap_seeds=args.vmap_seeds)
+            resume=args.resume, vmap_seeds=args.vmap_seeds, mesh=mesh)
   except (checkpointing.CheckpointError, FloatingPointError,
           AssertionError) as e:
     print(_one_line(e), file=sys.stderr)

@@ -20,7 +20,7 @@ import pytest
 
 from oeu_jax import checkpointing
 from oeu_jax import cli
-from oeu_jax import pipeline
+from oeu_jax.runner import pipeline
 
 RUN = ["run", "--dataset", "digits", "--no-progress"]
 IDX = ["run", "--dataset", "mnist_idx", "--data-dir", "{tmp}/idx",

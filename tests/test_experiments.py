@@ -15,7 +15,8 @@ import tensorflow_datasets as tfds
 
 from experiments import EXPERIMENTS
 from experiments import run as run_lib
-from oeu_jax import pipeline
+from oeu_jax.runner import config
+from oeu_jax.runner import pipeline
 
 # One per architecture (the ResNet-18 configs differ only by the dataset
 # name; CIFAR-10's also runs in test_notebook.py, and every config resolves
@@ -32,7 +33,7 @@ def test_every_experiment_config_resolves(name):
     configs = run_lib.load_configs(name, quick=quick)
     assert configs
     for cfg in configs.values():
-      pipeline.resolve(cfg)  # Unknown names, bad ratios or classes raise.
+      config.resolve(cfg)  # Unknown names, bad ratios or classes raise.
       assert cfg.seeds == ((0,) if quick else (0, 1, 2))
 
 

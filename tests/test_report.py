@@ -7,10 +7,11 @@ import pytest
 
 from experiments import run as run_lib
 from oeu_jax import methods
-from oeu_jax import pipeline
-from oeu_jax import report
 from oeu_jax import train as train_lib
 from oeu_jax import unlearn as unlearn_lib
+from oeu_jax.runner import config
+from oeu_jax.runner import pipeline
+from oeu_jax.runner import report
 
 
 def _record(method, seed, ua, ra, ta, mia, rte=1.0, k=4):
@@ -101,7 +102,7 @@ def test_write_report_writes_table_and_pngs(tmp_path):
 
 def test_two_method_table_end_to_end_on_digits(tmp_path):
   """pipeline.run -> records -> SalUn table + plots, with a tiny budget."""
-  cfg = pipeline.RunConfig(
+  cfg = config.RunConfig(
       dataset="digits", model="cnn", bits="w4a8",
       model_kwargs=(("features", (8, 16)), ("hidden", 32)),
       scenario="random", forget_ratio=0.1, methods=("oeu", "qmul"),
@@ -141,5 +142,5 @@ def test_runner_rejects_unknown_names(capsys):
   cfgs = run_lib.load_configs("bits_sweep", quick=True)
   assert list(cfgs) == ["float", "w8a8", "w4a8", "w4a4"]
   for cfg in cfgs.values():
-    pipeline.resolve(cfg)
+    config.resolve(cfg)
     assert set(cfg.methods) <= set(methods.METHODS)

@@ -1,7 +1,14 @@
-"""Evaluation of one model on one split: the metrics record of METHOD.md §5.
+"""Evaluation of one model on one split: its metrics record.
 
 Runs the quantized forward pass (eval mode) over the training and test sets,
-then hands logits to the pure functions of :mod:`oeu_jax.metrics`.
+then hands logits to the pure functions of :mod:`oeu_jax.metrics`: UA, RA
+and TA (accuracies in percent; UA = 100 - accuracy on D_f), MIA-efficacy
+(the percent of D_f that SalUn's SVC membership attack on the true-class
+confidence calls non-members) and the forgetting-by-uncertainty
+diagnostics.
+
+References:
+  Fan et al., SalUn, arXiv:2310.12508 (metrics); OEU, arXiv:2602.00567.
 """
 
 from typing import Any
@@ -32,7 +39,7 @@ def evaluate(model, params: Any, batch_stats: Any, dataset: data_lib.Dataset,
     batch_size: evaluation batch size.
 
   Returns:
-    A dict of metrics (percent where METHOD.md says %), plus the
+    A dict of metrics (accuracies and MIA-efficacy in percent), plus the
     predicted-class histogram on D_f (``pred_hist``) and a histogram of the
     normalized entropy on D_f (``entropy_hist``: ``ENTROPY_BINS`` counts over
     ``[0, 1]``).

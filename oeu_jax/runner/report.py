@@ -1,5 +1,7 @@
-"""Results tables and plots from the records of :func:`oeu_jax.pipeline.run`.
+"""Tables and plots from the records of :func:`oeu_jax.runner.pipeline.run`.
 
+* :func:`format_table`: the command line's table, mean ± std of each
+  metric over seeds.
 * :func:`salun_table`: the Markdown table in the SalUn layout: UA, RA, TA,
   MIA-Efficacy, Avg. Gap and RTE, mean ± std over seeds, each metric's gap
   to Retrain in parentheses.
@@ -68,6 +70,23 @@ def _fmt(mean: float, std: float, n: int, digits: int) -> str:
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
   return f"{mean:.{digits}f}"
 
+
+def format_table(records: Sequence[Mapping[str, Any]],
+                 keys: Sequence[str] = ("ua", "ra", "ta", "mia_efficacy",
+                                        "avg_gap", "rte_s", "forget_entropy",
+                                        "confident_wrong")) -> str:
+  """A Markdown table, mean ± std over seeds per method (every method)."""
+  summary = metrics.summarize(records, keys)
+  head = "| method | " + " | ".join(keys) + " |"
+  sep = "|" + "---|" * (len(keys) + 1)
+  lines = [head, sep]
+  for method, s in summary.items():
+    cells = []
+    for k in keys:
+      mean, std = s["mean"][k], s["std"][k]
+      cells.append(f"{mean:.2f}" if s["n"] == 1 else f"{mean:.2f} ± {std:.2f}")
+    lines.append(f"| {method} | " + " | ".join(cells) + " |")
+  return "\n".join(lines)
 
 def salun_table(records: Sequence[Mapping[str, Any]], *,
                 methods: Optional[Sequence[str]] = None,

@@ -1,0 +1,181 @@
+"""Where a run's files go, and the JSON files beside its checkpoints.
+
+A work directory holds ``results.json`` and ``checkpoints/``::
+
+  checkpoints/<dataset>-<model>-<bits>-<model fingerprint>/
+    model.json                      how to rebuild the model (export reads it)
+    seed<N>/original/               Original model, orbax steps + timing.json
+    seed<N>/retrain-<scenario>/     Retrain on D_r
+    seed<N>/<method>-<scenario>-<method fingerprint>/
+
+``<scenario>`` is ``class<C>`` or ``random<ratio>``. The model fingerprint
+hashes what the Original and Retrain models depend on (dataset, example
+cap, model, bits, float ends, model attributes, training recipe); the
+method fingerprint what an unlearning run depends on (method, its
+hyperparameters, unlearning budget, optimizer). Checkpoint cadence is left
+out of both (a run checkpointed more often is the same run). Each is the
+first 10 hex digits of the SHA-1 of the ``repr`` of those values, configs
+included: a config class that gains a field changes the fingerprints, so
+older directories are then ignored (retrained), never mixed in.
+
+``timing.json`` (``seconds``, ``compile_seconds``) is written when a model
+first finishes, so that a reused model reports the time it took to make.
+"""
+
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+from typing import Optional
+from typing import Sequence
+
+import jax
+import numpy as np
+
+from oeu_jax import data as data_lib
+from oeu_jax.runner import config as config_lib
+
+CHECKPOINTS = "checkpoints"
+MODEL_JSON = "model.json"
+RESULTS_JSON = "results.json"
+TIMING_JSON = "timing.json"
+# Keys every model.json has; model.json files written before "dataset" and
+# "input_shape" were added are refused by read_model_json.
+MODEL_KEYS = ("dataset", "model", "bits", "num_classes", "float_ends",
+              "model_kwargs", "input_shape")
+
+
+def fingerprint(*parts: Any) -> str:
+  """10 hex digits of the SHA-1 of ``repr(parts)``."""
+  return hashlib.sha1(repr(parts).encode()).hexdigest()[:10]
+
+
+def scenario_tag(cfg: config_lib.RunConfig) -> str:
+  """``class<C>`` or ``random<ratio>``."""
+  if cfg.scenario == "class":
+    return f"class{cfg.forget_class}"
+  return f"random{cfg.forget_ratio:g}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+  """The checkpoint directories of one resolved :class:`RunConfig`.
+
+  Examples:
+    >>> cfg = config_lib.resolve(config_lib.RunConfig())
+    >>> Layout.of(cfg, "/w").run_dir.name
+    'digits-cnn-w4a8-7c1a6aa4ae'
+  """
+  run_dir: Path
+  cfg: config_lib.RunConfig
+
+  @classmethod
+  def of(cls, cfg: config_lib.RunConfig, workdir: str | Path) -> "Layout":
+    """The layout of ``cfg`` (resolved: budgets filled) under ``workdir``."""
+    tag = fingerprint(cfg.dataset, cfg.max_examples, cfg.model, cfg.bits,
+                      cfg.float_ends, cfg.model_kwargs,
+                      cfg.train._replace(checkpoint_every=0))
+    root = Path(workdir).resolve() / CHECKPOINTS
+    return cls(root / f"{cfg.dataset}-{cfg.model}-{cfg.bits}-{tag}", cfg)
+
+  def checkpoint_dir(self, seed: int, stage: str) -> Path:
+    """Where ``stage`` (original, retrain or a method) of ``seed`` goes."""
+    cfg, root = self.cfg, self.run_dir / f"seed{seed}"
+    if stage == "original":
+      return root / "original"
+    if stage == "retrain":
+      return root / f"retrain-{scenario_tag(cfg)}"
+    hparams = {k: dict(v) for k, v in cfg.method_hparams}
+    tag = fingerprint(
+        stage, hparams.get(stage),
+        dataclasses.replace(cfg.unlearn, checkpoint_every=0), cfg.optimizer)
+    return root / f"{stage}-{scenario_tag(cfg)}-{tag}"
+
+
+def model_record(cfg: config_lib.RunConfig,
+                 dataset: data_lib.Dataset) -> dict:
+  """The ``model.json`` of a run: enough to rebuild and feed its model."""
+  return {"dataset": cfg.dataset, "model": cfg.model, "bits": cfg.bits,
+          "num_classes": dataset.num_classes, "float_ends": cfg.float_ends,
+          "model_kwargs": dict(cfg.model_kwargs),
+          "input_shape": [int(d) for d in dataset.train_x.shape[1:]]}
+
+
+def read_model_json(run_dir: str | Path) -> dict:
+  """``run_dir/model.json``, checked, with model attributes as tuples.
+
+  Raises:
+    FileNotFoundError: there is none.
+    ValueError: it lacks a key of :data:`MODEL_KEYS` (written by an older
+      version: rerunning the command that made the run rewrites it and
+      reuses the finished models) or is malformed.
+  """
+  path = Path(run_dir) / MODEL_JSON
+  if not path.is_file():
+    raise FileNotFoundError(f"No {MODEL_JSON} in {path.parent}.")
+  try:
+    spec = json.loads(path.read_text())
+    missing = [k for k in MODEL_KEYS if k not in spec]
+  except (ValueError, TypeError) as e:
+    raise ValueError(f"{path} is not a valid model record: {e!r}") from e
+  if missing:
+    raise ValueError(
+        f"{path} lacks {', '.join(missing)} (written by an older oeu_jax); "
+        "rerun the run/demo command on this workdir to rewrite it (finished "
+        "models are reused), then export again.")
+  try:
+    return {"dataset": str(spec["dataset"]), "model": str(spec["model"]),
+            "bits": str(spec["bits"]),
+            "num_classes": int(spec["num_classes"]),
+            "float_ends": bool(spec["float_ends"]),
+            "model_kwargs": {k: tuple(v) if isinstance(v, list) else v
+                             for k, v in spec["model_kwargs"].items()},
+            "input_shape": tuple(int(d) for d in spec["input_shape"])}
+  except (ValueError, KeyError, TypeError, AttributeError) as e:
+    raise ValueError(f"{path} is not a valid model record: {e!r}") from e
+
+
+def find_run_dir(ckpt_dir: str | Path) -> Optional[Path]:
+  """The nearest folder at or above ``ckpt_dir`` with a ``model.json``."""
+  ckpt_dir = Path(ckpt_dir).resolve()
+  for folder in (ckpt_dir, *ckpt_dir.parents):
+    if (folder / MODEL_JSON).is_file():
+      return folder
+  return None
+
+
+def read_timing(ckpt_dir: Path) -> Optional[dict]:
+  """The stored ``{"seconds", "compile_seconds"}``, or None if not yet."""
+  path = Path(ckpt_dir) / TIMING_JSON
+  return json.loads(path.read_text()) if path.exists() else None
+
+
+def write_timing(ckpt_dir: Path, result: Any) -> dict:
+  """Stores a finished result's ``seconds`` and ``compile_seconds``."""
+  seconds = {"seconds": result.seconds,
+             "compile_seconds": result.compile_seconds}
+  write_json(Path(ckpt_dir) / TIMING_JSON, seconds)
+  return seconds
+
+
+def write_results(records: Sequence[dict], path: str | Path) -> None:
+  """Writes records as JSON atomically (write to a temp file, then rename)."""
+  write_json(path, list(records))
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+  """Writes ``obj`` as JSON atomically; NumPy and JAX scalars allowed."""
+  path = Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  tmp = path.with_suffix(path.suffix + ".tmp")
+  tmp.write_text(json.dumps(obj, indent=1, default=_json_default))
+  tmp.replace(path)
+
+
+def _json_default(x):
+  if isinstance(x, (np.integer,)):
+    return int(x)
+  if isinstance(x, (np.floating, jax.Array)):
+    return float(x)
+  raise TypeError(f"not JSON serializable: {type(x)}")

@@ -1,0 +1,241 @@
+"""The experiment: Original, Retrain and unlearning methods, evaluated.
+
+:func:`run` takes one :class:`~oeu_jax.runner.config.RunConfig` through
+its stages: the Original model of every seed, Retrain on each seed's D_r,
+then each method from that seed's Original weights. A stage runs for all
+seeds either one seed at a time (:func:`oeu_jax.train.fit`,
+:func:`oeu_jax.unlearn.unlearn`) or as one vmapped program
+(:func:`oeu_jax.seeds.fit_seeds`, :func:`oeu_jax.seeds.unlearn_seeds`);
+:func:`stage_runner` makes that choice once, and both write the same
+checkpoint directories (:mod:`oeu_jax.runner.layout`), so a run may be
+continued either way. Every model is evaluated as soon as its stage ends;
+the records come out per seed: ``original``, ``retrain``, then the methods.
+"""
+
+import logging
+from pathlib import Path
+from typing import Any
+from typing import Callable
+from typing import NamedTuple
+from typing import Optional
+from typing import Sequence
+
+import jax
+
+from oeu_jax import data as data_lib
+from oeu_jax import methods as methods_lib
+from oeu_jax import metrics
+from oeu_jax import models
+from oeu_jax import seeds as seeds_lib
+from oeu_jax import train as train_lib
+from oeu_jax import unlearn as unlearn_lib
+from oeu_jax.runner import config as config_lib
+from oeu_jax.runner import evaluate as evaluate_lib
+from oeu_jax.runner import layout as layout_lib
+
+RECORD_KEYS = ("method", "seed", "scenario", "ua", "ra", "ta", "mia_efficacy",
+               "avg_gap", "rte_s", "forget_entropy", "confident_wrong")
+
+Log = Callable[[str], None]
+# One seed's result of a stage (TrainResult or UnlearnResult) and the
+# {"seconds", "compile_seconds"} it took when it was made.
+Timed = tuple[Any, dict]
+
+
+class StageRunner(NamedTuple):
+  """Runs a stage for a list of seeds; each returns one :data:`Timed` each.
+
+  Attributes:
+    fit: ``(stage, seeds, subsets) -> [Timed]``: trains ``stage``
+      (``"original"`` or ``"retrain"``) per seed on
+      ``train_x[subsets[seed]]`` (all of it when ``subsets`` is None).
+    unlearn: ``(name, method, seeds, originals, data_of) -> [Timed]``:
+      runs method ``name`` from ``originals[seed]`` (a TrainState) on
+      ``data_of(seed)``.
+  """
+  fit: Callable[..., list]
+  unlearn: Callable[..., list]
+
+
+def _timed(ckpt_dir: Path, make: Callable[[], Any]) -> Timed:
+  """``make()`` and its time; a reused model keeps its stored time."""
+  stored = layout_lib.read_timing(ckpt_dir)
+  result = make()
+  return result, stored or layout_lib.write_timing(ckpt_dir, result)
+
+
+def _timed_all(dirs: Sequence[Path], make: Callable[[], list]) -> list:
+  stored = [layout_lib.read_timing(d) for d in dirs]
+  results = make()
+  return [(r, t or layout_lib.write_timing(d, r))
+          for d, r, t in zip(dirs, results, stored)]
+
+
+def stage_runner(model, dataset: data_lib.Dataset, layout: layout_lib.Layout,
+                 *, vmapped: bool, progress: bool = False,
+                 resume: bool = False,
+                 mesh: Optional[jax.sharding.Mesh] = None,
+                 log: Log = logging.info) -> StageRunner:
+  """The stages of one run, sequential over seeds or vmapped.
+
+  Args:
+    model: the Flax module.
+    dataset: the loaded dataset.
+    layout: checkpoint directories (its config gives the budgets).
+    vmapped: one vmapped, jitted program per stage for all seeds (results
+      equal the sequential ones up to float rounding; ``seconds`` are the
+      joint run's divided by the number of seeds). False: one seed at a
+      time, each model timed on its own.
+    progress: tqdm bars.
+    resume: continue unfinished runs (finished ones are always reused).
+    mesh: data parallelism over devices (:func:`oeu_jax.mesh.make_mesh`).
+    log: progress lines.
+
+  Returns:
+    A :class:`StageRunner`.
+  """
+  cfg = layout.cfg
+  x, y = dataset.train_x, dataset.train_y
+  dirs = lambda seeds, stage: [layout.checkpoint_dir(s, stage) for s in seeds]
+
+  def fit_sequential(stage, seeds, subsets):
+    out = []
+    for s in seeds:
+      sub = None if subsets is None else subsets[s]
+      log(f"[seed {s}] {stage}: {cfg.model} {cfg.bits} on {cfg.dataset}, "
+          f"{len(x) if sub is None else len(sub)} examples")
+      d = layout.checkpoint_dir(s, stage)
+      out.append(_timed(d, lambda: train_lib.fit(
+          model, x if sub is None else x[sub], y if sub is None else y[sub],
+          config=cfg.train, seed=s, checkpoint_dir=str(d), progress=progress,
+          desc=f"{stage} s{s}", resume=resume, mesh=mesh)))
+    return out
+
+  def unlearn_sequential(name, method, seeds, originals, data_of):
+    out = []
+    for s in seeds:
+      log(f"[seed {s}] {name}")
+      d = layout.checkpoint_dir(s, name)
+      out.append(_timed(d, lambda: unlearn_lib.unlearn(
+          method, model, originals[s].params, originals[s].batch_stats,
+          data_of(s), config=cfg.unlearn, num_classes=dataset.num_classes,
+          seed=s, checkpoint_dir=str(d), progress=progress, resume=resume,
+          mesh=mesh)))
+    return out
+
+  def fit_vmapped(stage, seeds, subsets):
+    log(f"[seeds {','.join(map(str, seeds))}] {stage}: vmapped over "
+        f"{len(seeds)} seeds")
+    return _timed_all(dirs(seeds, stage), lambda: seeds_lib.fit_seeds(
+        model, x, y, config=cfg.train, seeds=seeds,
+        subsets=None if subsets is None else [subsets[s] for s in seeds],
+        checkpoint_dirs=[str(d) for d in dirs(seeds, stage)],
+        progress=progress, desc=stage, resume=resume, mesh=mesh))
+
+  def unlearn_vmapped(name, method, seeds, originals, data_of):
+    log(f"[seeds {','.join(map(str, seeds))}] {name}: vmapped")
+    return _timed_all(dirs(seeds, name), lambda: seeds_lib.unlearn_seeds(
+        method, model, [originals[s].params for s in seeds],
+        [originals[s].batch_stats for s in seeds],
+        [data_of(s) for s in seeds], config=cfg.unlearn,
+        num_classes=dataset.num_classes, seeds=seeds,
+        checkpoint_dirs=[str(d) for d in dirs(seeds, name)],
+        progress=progress, resume=resume, mesh=mesh))
+
+  if vmapped:
+    return StageRunner(fit_vmapped, unlearn_vmapped)
+  return StageRunner(fit_sequential, unlearn_sequential)
+
+
+def run(config: config_lib.RunConfig, workdir: str | Path, *,
+        progress: bool = False, resume: bool = False,
+        vmap_seeds: bool = False, mesh: Optional[jax.sharding.Mesh] = None,
+        log: Log = logging.info) -> list[dict]:
+  """Runs the experiment; returns one record per (method, seed).
+
+  Every trained or unlearned model is checkpointed under
+  ``workdir/checkpoints``; a second run reuses what is complete.
+
+  Args:
+    config: the experiment.
+    workdir: checkpoints go to ``workdir/checkpoints``.
+    progress: tqdm bars for training and unlearning.
+    resume: continue trainings and unlearning runs interrupted under
+      ``workdir`` from their last checkpoints (bit-identical to an
+      uninterrupted run). False: finished ones are still reused, and an
+      unfinished one raises ValueError naming its directory.
+    vmap_seeds: each stage as one vmapped program over the seeds (see
+      :func:`stage_runner`); same checkpoints, and the same results up to
+      float rounding. ``rte_s`` is then the joint run's time divided by the
+      number of seeds.
+    mesh: data parallelism over devices (:func:`oeu_jax.mesh.make_mesh`);
+      None: one device. The checkpoints are the same either way.
+    log: where to report progress lines.
+
+  Returns:
+    Records with :data:`RECORD_KEYS` and extra diagnostics, ``original`` and
+    ``retrain`` rows included.
+
+  Raises:
+    ValueError / FileNotFoundError: bad configuration or data.
+  """
+  cfg = config_lib.resolve(config)
+  dataset = data_lib.load_dataset(cfg.dataset, data_dir=cfg.data_dir,
+                                  max_examples=cfg.max_examples)
+  model = models.build_model(cfg.model, num_classes=dataset.num_classes,
+                             bits=cfg.bits, float_ends=cfg.float_ends,
+                             **dict(cfg.model_kwargs))
+  hparams = {k: dict(v) for k, v in cfg.method_hparams}
+  built = {m: methods_lib.build_method(m, model, optimizer=cfg.optimizer,
+                                       **hparams.get(m, {}))
+           for m in cfg.methods if m != "retrain"}
+  layout = layout_lib.Layout.of(cfg, workdir)
+  seeds = [int(s) for s in cfg.seeds]
+  fc = cfg.forget_class if cfg.scenario == "class" else None
+  splits = {s: data_lib.make_split(
+      dataset, cfg.scenario, seed=s,
+      forget_ratio=cfg.forget_ratio if fc is None else None,
+      forget_class=fc) for s in seeds}
+  layout_lib.write_json(layout.run_dir / layout_lib.MODEL_JSON,
+                        layout_lib.model_record(cfg, dataset))
+  stages = stage_runner(model, dataset, layout, vmapped=vmap_seeds,
+                        progress=progress, resume=resume, mesh=mesh, log=log)
+  rows = {s: [] for s in seeds}
+
+  def add(name: str, timed: list, with_metrics: bool = False) -> None:
+    for s, (res, t) in zip(seeds, timed):
+      split = splits[s]
+      rec = {"method": name, "seed": s, "scenario": cfg.scenario,
+             "dataset": cfg.dataset, "model": cfg.model, "bits": cfg.bits,
+             "forget_ratio": cfg.forget_ratio if fc is None else None,
+             "forget_class": fc, "num_forget": int(len(split.forget_idx))}
+      rec.update(evaluate_lib.evaluate(
+          model, res.state.params, res.state.batch_stats, dataset, split,
+          forget_class=fc))
+      rec["rte_s"] = float(t["seconds"])
+      rec["rte_with_compile_s"] = float(t["seconds"] + t["compile_seconds"])
+      if with_metrics:
+        rec["train_metrics"] = res.metrics
+      rows[s].append(rec)
+
+  originals = stages.fit("original", seeds, None)
+  add("original", originals)
+  add("retrain", stages.fit("retrain", seeds,
+                            {s: splits[s].retain_idx for s in seeds}))
+  states = {s: res.state for s, (res, _) in zip(seeds, originals)}
+  del originals
+
+  def data_of(s: int) -> unlearn_lib.UnlearnData:
+    return unlearn_lib.make_data(dataset.train_x, dataset.train_y,
+                                 splits[s].forget_idx, splits[s].retain_idx)
+
+  for name, method in built.items():
+    add(name, stages.unlearn(name, method, seeds, states, data_of),
+        with_metrics=True)
+  records = []
+  for s in seeds:
+    retrain_row = rows[s][1]
+    for r in rows[s]:
+      r["avg_gap"] = metrics.avg_gap(r, retrain_row)
+    records.extend(rows[s])
+  return records
