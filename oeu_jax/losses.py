@@ -49,13 +49,6 @@ def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
   return -jnp.take_along_axis(logp, idx, axis=-1)[:, 0]
 
 
-def soft_cross_entropy(logits: jax.Array, targets: jax.Array) -> jax.Array:
-  """Per-example cross-entropy against a target distribution ``(N, K)``."""
-  _check_logits(logits)
-  logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-  return -jnp.sum(targets.astype(jnp.float32) * logp, axis=-1)
-
-
 def mean_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
   """Mean cross-entropy over the batch (the retain loss L_r)."""
   return jnp.mean(cross_entropy(logits, labels))
@@ -99,7 +92,7 @@ def forget_loss(logits: jax.Array, *, normalize: bool = False) -> jax.Array:
     Scalar float32 loss.
 
   References:
-    arXiv:2602.00567, §2 of METHOD.md.
+    arXiv:2602.00567.
   """
   h = jnp.mean(entropy(logits))
   if normalize:
