@@ -66,7 +66,7 @@ from typing import Sequence
 import numpy as np
 
 from experiments import common
-from oeu_jax import pipeline
+from oeu_jax.runner import pipeline
 
 # method -> (field, values); the harness default is one of the values.
 GRID = {

@@ -4,14 +4,14 @@ import math
 
 from experiments import grid
 from oeu_jax import methods
-from oeu_jax import pipeline
+from oeu_jax.runner import config as config_lib
 
 
 def test_every_grid_setting_builds_its_method():
   cfgs = grid.grid_configs()
   assert len(cfgs) == 2 * sum(len(v) for _, v in grid.GRID.values())
   for method, setting, cfg in cfgs:
-    pipeline.resolve(cfg)  # Unknown fields or values raise here.
+    config_lib.resolve(cfg)  # Unknown fields or values raise here.
     field, value = setting.split("=")
     hp = dict(dict(cfg.method_hparams)[method])
     assert str(hp[field]) == value
