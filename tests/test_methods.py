@@ -45,7 +45,9 @@ def test_every_method_runs_quantized(name):
   cfg = unlearn.UnlearnConfig(epochs=1, batch_size=8, lr=0.01)
   res = unlearn.unlearn(method, model, params, bs, data, config=cfg,
                         num_classes=K, seed=0)
-  assert int(res.state.step) == 2
+  # Paired: max(1, 2) steps; forget-only 1; retain-only 2; sequential 3.
+  want = {"paired": 2, "forget_only": 1, "retain_only": 2, "sequential": 3}
+  assert int(res.state.step) == want[method.schedule]
   out = res.state.params
   assert jax.tree.structure(out) == jax.tree.structure(params)
   for a, b in zip(jax.tree.leaves(out), jax.tree.leaves(params)):
@@ -163,7 +165,8 @@ def test_salun_freezes_masked_weights_bit_identically(setup):
   cfg = unlearn.UnlearnConfig(epochs=3, batch_size=8, lr=0.1)
   res = unlearn.unlearn(method, model, params, bs, data, config=cfg,
                         num_classes=K)
-  assert int(res.state.step) == 12
+  # Sequential (SalUn's RL): a D_f pass (2 batches) and a D_r pass (4).
+  assert int(res.state.step) == 3 * (2 + 4)
   mask = mh.flat(res.state.method_state["mask"]).astype(bool)
   before, after = mh.flat(params), mh.flat(res.state.params)
   np.testing.assert_array_equal(after[~mask], before[~mask])
@@ -201,7 +204,8 @@ def test_qmul_weights_match_independent_gradient_norms(setup):
   model, params, bs, data = setup
   opt = methods.OptimizerConfig(momentum=0.0, weight_decay=0.0)
   method = methods.build_method("qmul", model, optimizer=opt)
-  cfg = unlearn.UnlearnConfig(epochs=2, batch_size=8, lr=0.05)
+  cfg = unlearn.UnlearnConfig(epochs=2, batch_size=8, lr=0.05,
+                              schedule="paired")
   state, tx = unlearn.init_state(method, model, params, bs, data, config=cfg,
                                  num_classes=K, seed=0)
   step_fn = jax.jit(unlearn.make_step(method, tx))

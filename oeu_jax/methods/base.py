@@ -21,6 +21,7 @@ import dataclasses
 from typing import Any
 from typing import Callable
 from typing import NamedTuple
+from typing import Optional
 
 import jax
 import jax.numpy as jnp
@@ -64,10 +65,30 @@ class StepOutput(NamedTuple):
 
 
 class Method(NamedTuple):
+  """An unlearning method, resolved once at the edge.
+
+  Attributes:
+    name: the method's name in results.
+    prepare: once-per-run work -> the method state.
+    grads: ``(params, batch_stats, mstate, forget, retain, rng, step) ->
+      StepOutput``; ``forget`` or ``retain`` is ``None`` in a step of a
+      schedule that does not visit that set (see :mod:`oeu_jax.unlearn`).
+    make_tx: ``(schedule, mstate) -> optax chain``.
+    schedule: the reference schedule (``UnlearnConfig.schedule=None``).
+    schedules: the schedules ``grads`` supports.
+    forget_batch_size: the reference forget batch size (None: the shared
+      one).
+    forget_epochs: with the sequential schedule, D_f passes only in the
+      first this many epochs (SCRUB's ``msteps``); None: every epoch.
+  """
   name: str
   prepare: Callable[[PrepareInputs], Any]
   grads: Callable[..., StepOutput]
   make_tx: Callable[[optax.Schedule, Any], optax.GradientTransformation]
+  schedule: str = "paired"
+  schedules: tuple = ("paired",)
+  forget_batch_size: Optional[int] = None
+  forget_epochs: Optional[int] = None
 
 
 # --------------------------------------------------------------------------

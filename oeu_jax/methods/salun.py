@@ -134,18 +134,21 @@ def salun(model, config: SalUnConfig = SalUnConfig(),
   ``prepare`` computes ``g = grad CE(D_f)`` at the original weights (eval
   mode, whole D_f, fixed weights) and keeps the ``sparsity`` fraction of
   weights with the largest ``|g|``, ranked globally over all parameters.
-  The step is RL's (:func:`~oeu_jax.methods.baselines.rl`). The mask is
+  The step is RL's (:func:`~oeu_jax.methods.baselines.rl`), with RL's
+  reference schedule (one pass over D_f, then one over D_r, per epoch:
+  SalUn ``unlearn/RL.py``). The mask is
   applied to the gradient and, again, to the final update at the end of the
   optax chain, so masked weights are truly frozen: momentum and weight decay
   cannot move them.
 
-  Known bug in the public SalUn code (``unlearn/RL.py``): it multiplies
-  ``param.grad`` by the mask and then calls PyTorch SGD, which adds
-  ``weight_decay * theta`` and the momentum buffer to *every* weight, so
-  the "frozen" weights still decay toward 0 and drift with momentum (a later
-  revision restores them after each step). Its ``generate_mask.py`` also
-  takes optimizer steps while accumulating the saliency gradient, so the
-  mask is not measured at the original weights; here it is.
+  Older revisions of the public SalUn code (``unlearn/RL.py``) multiplied
+  ``param.grad`` by the mask and then called PyTorch SGD, which adds
+  ``weight_decay * theta`` and the momentum buffer to *every* weight; since
+  2026-02-28 it restores masked weights and zeroes their momentum after each
+  step, which is what freezing them here does. At HEAD its
+  ``generate_mask.py`` computes the saliency gradient at the original
+  weights in eval mode without optimizer steps (earlier revisions stepped),
+  as here (citations: ``experiments/REFERENCES.md``).
 
   Args:
     model: the Flax module.
@@ -182,4 +185,5 @@ def salun(model, config: SalUnConfig = SalUnConfig(),
     return optax.chain(base.make_optimizer(schedule, optimizer),
                        mask_updates())
 
-  return base.Method(name, prepare, grads, make_tx)
+  return base.Method(name, prepare, grads, make_tx, schedule="sequential",
+                     schedules=("sequential", "paired"))

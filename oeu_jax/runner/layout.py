@@ -22,6 +22,7 @@ older directories are then ignored (retrained), never mixed in.
 first finishes, so that a reused model reports the time it took to make.
 """
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -34,6 +35,8 @@ import jax
 import numpy as np
 
 from oeu_jax import data as data_lib
+from oeu_jax import methods as methods_lib
+from oeu_jax import unlearn as unlearn_lib
 from oeu_jax.runner import config as config_lib
 
 CHECKPOINTS = "checkpoints"
@@ -87,9 +90,15 @@ class Layout:
     if stage == "retrain":
       return root / f"retrain-{scenario_tag(cfg)}"
     hparams = {k: dict(v) for k, v in cfg.method_hparams}
+    # The schedule the run will use (the method's reference one where the
+    # config says None): a run under another schedule never reuses these
+    # checkpoints. Paired runs keep the names they had before schedules.
+    method = methods_lib.build_method(stage, None,
+                                      **hparams.get(stage, {}))
+    unlearn = unlearn_lib.resolve(cfg.unlearn, method)
     tag = fingerprint(
         stage, hparams.get(stage),
-        dataclasses.replace(cfg.unlearn, checkpoint_every=0), cfg.optimizer)
+        dataclasses.replace(unlearn, checkpoint_every=0), cfg.optimizer)
     return root / f"{stage}-{scenario_tag(cfg)}-{tag}"
 
 
@@ -165,12 +174,23 @@ def write_results(records: Sequence[dict], path: str | Path) -> None:
 
 
 def write_json(path: str | Path, obj: Any) -> None:
-  """Writes ``obj`` as JSON atomically; NumPy and JAX scalars allowed."""
+  """Writes ``obj`` as JSON atomically; NumPy and JAX scalars allowed.
+
+  Raises:
+    OSError: naming ``path`` and the cause (a full disk, a read-only
+      folder); ``path`` is then unchanged and no temporary file is left.
+  """
   path = Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
+  text = json.dumps(obj, indent=1, default=_json_default)
   tmp = path.with_suffix(path.suffix + ".tmp")
-  tmp.write_text(json.dumps(obj, indent=1, default=_json_default))
-  tmp.replace(path)
+  try:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp.write_text(text)
+    tmp.replace(path)
+  except OSError as e:
+    with contextlib.suppress(OSError):
+      tmp.unlink(missing_ok=True)
+    raise OSError(e.errno, e.strerror or str(e), str(path)) from e
 
 
 def _json_default(x):

@@ -1,0 +1,183 @@
+"""The comparison table under the protocol, from ``experiments/tuned.json``.
+
+Usage::
+
+    python -m experiments.table --dataset digits --scenario class
+        [--classes 0,1,...,9] [--forget-ratio 0.1] [--seeds 0,1,2,3,4]
+        [--methods ...] [--workdir runs/table-digits-class]
+
+Every method runs with its picks from ``tuned.json`` (learning rate, knob,
+capped epochs, reference schedule) on the table seeds (disjoint from the
+tuning seeds) and, class-wise, every listed class; non-finite steps are
+skipped and such rows flagged rather than aborting the table. Writes
+``WORKDIR/results.json`` (every record) and ``WORKDIR/table.md``: mean ± std
+and the 95% CI half-width per metric, Avg. gap of the means (SalUn) beside
+the mean of per-unit gaps, RTE against Retrain's, and for OEU a paired
+t-test against the best baseline over the (seed, class) units.
+"""
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+from experiments import common
+from experiments import protocol
+from experiments import tune
+from oeu_jax import data as data_lib
+from oeu_jax import methods as methods_lib
+from oeu_jax import models
+from oeu_jax import stats
+from oeu_jax.runner import config as config_lib
+from oeu_jax.runner import layout as layout_lib
+from oeu_jax.runner import pipeline
+
+KEYS = ("ua", "ra", "ta", "mia_efficacy")
+
+
+def method_config(entry: dict, method: str, *, dataset: str, scenario: str,
+                  forget_class, forget_ratio, seeds, data_dir, model, bits,
+                  train, max_examples, num_forget: int, num_retain: int
+                  ) -> config_lib.RunConfig:
+  """The RunConfig of ``method`` with its tuned pick."""
+  pick = entry["methods"][method]["pick"]
+  if pick is None:
+    raise ValueError(f"{method}: every tuned setting diverged")
+  hp = dict(protocol.FIXED.get(method, ())) | pick["hparams"]
+  built = methods_lib.build_method(method, models.build_model(
+      model, num_classes=10, bits=bits), **hp)
+  ucfg = protocol.unlearn_config(
+      built, num_forget, num_retain,
+      base=config_lib.default_unlearn(dataset, scenario), lr=pick["lr"],
+      train_epochs=train.epochs, epochs=pick["epochs"])
+  ucfg = dataclasses.replace(ucfg, skip_nonfinite=True)
+  if method == "l1_sparse":
+    hp["epochs"] = ucfg.epochs
+  return config_lib.RunConfig(
+      dataset=dataset, data_dir=data_dir, model=model, bits=bits,
+      scenario=scenario, forget_class=forget_class,
+      forget_ratio=forget_ratio, methods=(method,), seeds=tuple(seeds),
+      train=train, unlearn=ucfg,
+      method_hparams=((method, tuple(sorted(hp.items()))),) if hp else (),
+      max_examples=max_examples)
+
+
+def _cell(values) -> str:
+  s = stats.summary(values)
+  ci = "" if s.n < 2 else f" [±{s.ci_half_width:.2f}]"
+  return f"{s.mean:.2f} ± {s.std:.2f}{ci}"
+
+
+def markdown(records: list, *, title: str) -> str:
+  """The table: metrics, gaps, RTE and OEU's significance marker."""
+  by = stats.by_method(records)
+  retrain = by["retrain"]
+  lines = [f"### {title}", "",
+           "| method | UA | RA | TA | MIA-efficacy | Avg. gap (of means) |"
+           " mean per-unit gap | RTE (s) | flagged |",
+           "|---|---|---|---|---|---|---|---|---|"]
+  best = stats.best_baseline(records)
+  test = None
+  if "oeu" in by and best:
+    test = stats.paired_test(by["oeu"], by[best], retrain)
+  for m, recs in by.items():
+    gap = stats.avg_gap_of_means(recs, retrain)
+    per = stats.mean_per_seed_gap(recs, retrain)
+    mark = ""
+    if m == "oeu" and test is not None:
+      mark = " " + (stats.marker(test) or "*")
+    if m == best:
+      mark = " (best baseline)"
+    flagged = sum(1 for r in recs
+                  if r.get("train_metrics", {}).get("skipped_steps"))
+    lines.append(
+        f"| {m}{mark} | " + " | ".join(_cell([r[k] for r in recs])
+                                      for k in KEYS)
+        + f" | {gap:.2f} | {per.mean:.2f} ± {per.std:.2f} | "
+        f"{_cell([r['rte_s'] for r in recs])} | {flagged} |")
+  if test is not None:
+    verdict = ("significant" if test.significant else "not significant")
+    lines += ["", f"OEU vs best baseline ({best}), paired over "
+              f"{test.n} (seed, class) units: mean difference of per-unit "
+              f"Avg. gaps {test.mean_diff:+.2f} (95% bootstrap CI "
+              f"[{test.ci_low:+.2f}, {test.ci_high:+.2f}]), paired t-test "
+              f"p = {test.p_t:.3g}, bootstrap p = {test.p_boot:.3g}: "
+              f"{verdict} at 0.05. `*` = significant, `≈` = not."]
+  return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+  p = argparse.ArgumentParser(prog="python -m experiments.table")
+  p.add_argument("--dataset", required=True, choices=data_lib.DATASETS)
+  p.add_argument("--scenario", required=True, choices=data_lib.SCENARIOS)
+  p.add_argument("--classes", default=None,
+                 help="class-wise: forgotten classes (default all)")
+  p.add_argument("--forget-ratio", type=float, default=0.1)
+  p.add_argument("--seeds", default=",".join(map(str,
+                                                 protocol.TABLE_SEEDS)))
+  p.add_argument("--methods", default=",".join(common.BASELINES))
+  p.add_argument("--tuned", default=str(tune.TUNED_JSON))
+  p.add_argument("--data-dir", default=None)
+  p.add_argument("--workdir", default=None)
+  args = p.parse_args(argv)
+  seeds = [int(s) for s in args.seeds.split(",")]
+  table = json.loads(Path(args.tuned).read_text())
+  try:
+    entry = table[args.dataset][args.scenario]
+  except KeyError:
+    print(f"error: {args.tuned} has no tuning for {args.dataset} "
+          f"{args.scenario}: run experiments.tune first", file=sys.stderr)
+    return 2
+  clash = set(seeds) & set(entry["seeds"])
+  if clash:
+    print(f"error: table seeds {sorted(clash)} were tuning seeds",
+          file=sys.stderr)
+    return 2
+  if args.data_dir is None and args.dataset == "mnist_idx":
+    args.data_dir = str(common.MNIST_T10K)
+  workdir = Path(args.workdir or f"runs/table-{args.dataset}-"
+                 f"{args.scenario}")
+  ds = data_lib.load_dataset(args.dataset, data_dir=args.data_dir,
+                             max_examples=entry.get("max_examples"))
+  classes = ([int(c) for c in args.classes.split(",")] if args.classes
+             else list(range(ds.num_classes))) if args.scenario == "class" \
+      else [None]
+  train = config_lib.default_train(args.dataset)._replace(
+      **{k: v for k, v in entry["train"].items()
+         if k in ("epochs", "batch_size", "lr")})
+  records = []
+  for fc in classes:
+    split = data_lib.make_split(
+        ds, args.scenario, seed=seeds[0], forget_class=fc,
+        forget_ratio=None if fc is not None else args.forget_ratio)
+    for m in args.methods.split(","):
+      cfg = method_config(
+          entry, m, dataset=args.dataset, scenario=args.scenario,
+          forget_class=fc, forget_ratio=None if fc is not None
+          else args.forget_ratio, seeds=seeds, data_dir=args.data_dir,
+          model=entry["model"], bits=entry["bits"], train=train,
+          max_examples=entry.get("max_examples"),
+          num_forget=len(split.forget_idx),
+          num_retain=len(split.retain_idx))
+      recs = pipeline.run(cfg, workdir, resume=True, log=lambda *_: None)
+      for r in recs:
+        if r["method"] in ("original", "retrain") and any(
+            q["method"] == r["method"] and q["seed"] == r["seed"]
+            and q.get("forget_class") == r.get("forget_class")
+            for q in records):
+          continue
+        records.append(r)
+      print(f"class {fc} {m}: done", flush=True)
+      layout_lib.write_results(records, workdir / "results.json")
+  title = (f"{args.dataset} {args.scenario}"
+           + (f" (classes {classes})" if fc is not None
+              else f" {args.forget_ratio:g}") + f", seeds {seeds}")
+  md = markdown(records, title=title)
+  (workdir / "table.md").write_text(md + "\n")
+  print(md)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

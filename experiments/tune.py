@@ -1,0 +1,183 @@
+"""Tunes every method by one protocol (:mod:`experiments.protocol`).
+
+Usage::
+
+    python -m experiments.tune --dataset digits --scenario class
+        [--methods ft,ga,...] [--seeds 100,101] [--cap 0.15]
+        [--workdir runs/tune-digits-class] [--out experiments/tuned.json]
+        [--data-dir DIR] [--max-examples N] [--train-epochs E]
+
+For each method, each setting of its search space (learning rate x key
+knob) runs on every tuning unit (tuning seed; class-wise: forgetting class
+``seed % K``) with the method's reference schedule and as many epochs as the
+compute cap allows; the setting with the lowest mean Avg. gap to Retrain is
+picked. Original and Retrain are trained once per unit and reused from
+checkpoints across the whole grid (``--workdir``); a rerun reuses every
+finished trial. The search space, every trial (diverged ones flagged) and
+the picks go to ``--out`` under ``[dataset][scenario]``, which
+:mod:`experiments.table` reads.
+"""
+
+import argparse
+import datetime
+import json
+import logging
+import math
+import sys
+from pathlib import Path
+
+from experiments import common
+from experiments import protocol
+from oeu_jax import data as data_lib
+from oeu_jax import methods as methods_lib
+from oeu_jax import models
+from oeu_jax.runner import config as config_lib
+from oeu_jax.runner import pipeline
+
+TUNED_JSON = Path(__file__).resolve().parent / "tuned.json"
+DEFAULT_METHODS = common.BASELINES
+
+
+def units(dataset: data_lib.Dataset, scenario: str, seeds, ratio: float):
+  """``[(seed, forget_class or None, split)]`` of the tuning units."""
+  out = []
+  for s in seeds:
+    fc = s % dataset.num_classes if scenario == "class" else None
+    split = data_lib.make_split(
+        dataset, scenario, seed=s, forget_class=fc,
+        forget_ratio=None if scenario == "class" else ratio)
+    out.append((s, fc, split))
+  return out
+
+
+def trial_config(args, method: str, seed: int, fc, split, lr: float,
+                 knob: dict, train) -> config_lib.RunConfig:
+  """The RunConfig of one trial (one setting on one tuning unit)."""
+  model = models.build_model(args.model, num_classes=args.num_classes,
+                             bits=args.bits)
+  built = methods_lib.build_method(method, model, **dict(
+      protocol.FIXED.get(method, ())), **knob)
+  base = config_lib.default_unlearn(args.dataset, args.scenario)
+  ucfg = protocol.unlearn_config(
+      built, len(split.forget_idx), len(split.retain_idx), base=base,
+      lr=lr, train_epochs=train.epochs, cap=args.cap)
+  hp = dict(protocol.FIXED.get(method, ())) | knob
+  if method == "l1_sparse":
+    hp["epochs"] = ucfg.epochs
+  return config_lib.RunConfig(
+      dataset=args.dataset, data_dir=args.data_dir, model=args.model,
+      bits=args.bits, scenario=args.scenario,
+      forget_ratio=None if fc is not None else args.forget_ratio,
+      forget_class=fc, methods=(method,), seeds=(seed,), train=train,
+      unlearn=ucfg, method_hparams=((method, tuple(sorted(hp.items()))),)
+      if hp else (), max_examples=args.max_examples)
+
+
+def tune_method(args, method: str, unit_list, train, done: dict) -> dict:
+  """Runs the method's grid; returns its entry of ``tuned.json``."""
+  trials = []
+  for lr, knob in protocol.grid(method):
+    key = json.dumps([lr, knob], sort_keys=True)
+    if key in done:
+      trials.append(done[key])
+      continue
+    gaps, diverged, epochs = [], False, None
+    for seed, fc, split in unit_list:
+      cfg = trial_config(args, method, seed, fc, split, lr, knob, train)
+      epochs = cfg.unlearn.epochs
+      try:
+        recs = pipeline.run(cfg, args.workdir, resume=True,
+                            log=lambda *_: None)
+      except FloatingPointError as e:
+        logging.warning("%s lr=%g %s diverged: %s", method, lr, knob, e)
+        diverged = True
+        break
+      gaps.append(next(r for r in recs if r["method"] == method)["avg_gap"])
+    score = math.inf if diverged else sum(gaps) / len(gaps)
+    trial = {"lr": lr, "hparams": knob, "epochs": epochs, "gaps": gaps,
+             "score": score, "diverged": diverged}
+    print(f"{method:13s} lr={lr:<9g} {knob} epochs={epochs} "
+          f"gap={score:.2f}{' DIVERGED' if diverged else ''}", flush=True)
+    trials.append(trial)
+    done[key] = trial
+  finite = [t for t in trials if math.isfinite(t["score"])]
+  best = min(finite, key=lambda t: t["score"]) if finite else None
+  spec = {"lr": sorted({lr for lr, _ in protocol.grid(method)}),
+          "knob": protocol.KNOBS.get(method),
+          "fixed": dict(protocol.FIXED.get(method, ()))}
+  return {"space": spec, "trials": trials, "pick": best}
+
+
+def build_parser() -> argparse.ArgumentParser:
+  p = argparse.ArgumentParser(prog="python -m experiments.tune",
+                              description=__doc__.split("\n")[0])
+  p.add_argument("--dataset", required=True, choices=data_lib.DATASETS)
+  p.add_argument("--scenario", required=True, choices=data_lib.SCENARIOS)
+  p.add_argument("--forget-ratio", type=float, default=0.1,
+                 help="random scenario: fraction forgotten (default 0.1)")
+  p.add_argument("--methods", default=",".join(DEFAULT_METHODS),
+                 help="comma-separated method names")
+  p.add_argument("--seeds", default=",".join(
+      map(str, protocol.TUNING_SEEDS)), help="tuning seeds (never a "
+                 "table seed)")
+  p.add_argument("--cap", type=float, default=protocol.CAP,
+                 help="unlearning cost cap as a fraction of Retrain's")
+  p.add_argument("--model", default="cnn")
+  p.add_argument("--bits", default="w4a8")
+  p.add_argument("--data-dir", default=None)
+  p.add_argument("--max-examples", type=int, default=None)
+  p.add_argument("--train-epochs", type=int, default=None,
+                 help="Original/Retrain epochs (default: the dataset's)")
+  p.add_argument("--workdir", default=None)
+  p.add_argument("--out", default=str(TUNED_JSON))
+  return p
+
+
+def main(argv=None) -> int:
+  args = build_parser().parse_args(argv)
+  seeds = tuple(int(s) for s in args.seeds.split(","))
+  clash = set(seeds) & set(protocol.TABLE_SEEDS)
+  if clash:
+    print(f"error: tuning seeds {sorted(clash)} are table seeds",
+          file=sys.stderr)
+    return 2
+  names = tuple(m for m in args.methods.split(",") if m)
+  for m in names:
+    if m not in protocol.REFERENCE_LR:
+      print(f"error: no search space for method {m!r}; valid: "
+            f"{', '.join(protocol.REFERENCE_LR)}", file=sys.stderr)
+      return 2
+  if args.data_dir is None and args.dataset == "mnist_idx":
+    args.data_dir = str(common.MNIST_T10K)
+  args.workdir = args.workdir or f"runs/tune-{args.dataset}-{args.scenario}"
+  ds = data_lib.load_dataset(args.dataset, data_dir=args.data_dir,
+                             max_examples=args.max_examples)
+  args.num_classes = ds.num_classes
+  train = config_lib.default_train(args.dataset)
+  if args.train_epochs:
+    train = train._replace(epochs=args.train_epochs)
+  unit_list = units(ds, args.scenario, seeds, args.forget_ratio)
+  out = Path(args.out)
+  table = json.loads(out.read_text()) if out.exists() else {}
+  entry = table.setdefault(args.dataset, {}).setdefault(args.scenario, {})
+  for m in names:
+    done = {json.dumps([t["lr"], t["hparams"]], sort_keys=True): t
+            for t in entry.get("methods", {}).get(m, {}).get("trials", [])}
+    res = tune_method(args, m, unit_list, train, done)
+    entry.setdefault("methods", {})[m] = res
+    entry.update({
+        "seeds": list(seeds), "cap": args.cap, "model": args.model,
+        "bits": args.bits, "train": train._asdict(),
+        "forget_ratio": (args.forget_ratio if args.scenario == "random"
+                         else None),
+        "max_examples": args.max_examples,
+        "command": "python -m experiments.tune " + " ".join(
+            argv if argv is not None else sys.argv[1:]),
+        "date": datetime.date.today().isoformat()})
+    out.write_text(json.dumps(table, indent=1, sort_keys=True) + "\n")
+  return 0
+
+
+if __name__ == "__main__":
+  logging.basicConfig(level=logging.WARNING)
+  sys.exit(main())
