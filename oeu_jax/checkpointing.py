@@ -8,7 +8,20 @@ into ``s.orbax-checkpoint-tmp-*`` and renames it when finished):
 * ``state``: the leaves of the pytree as host NumPy arrays in a flat dict
   (``"00000"``, ``"00001"``, ... in ``jax.tree_util`` flattening order);
 * ``manifest``: JSON with, per leaf, its key path (``jax.tree_util.keystr``),
-  shape, dtype, kind (``"array"`` or ``"key"``) and the SHA-256 of its bytes.
+  shape, dtype, kind (``"array"`` or ``"key"``) and the SHA-256 of its bytes;
+  the directory's run identity (``config``, see below) and the caller's
+  ``meta`` (e.g. the run's elapsed time and metric sums), when given.
+
+Run identity: a directory marked with :func:`claim` (``identity.json``, the
+configuration that owns it) stamps every step it saves with that identity,
+and restoring a step stamped with another one raises ``CheckpointError``
+naming both (a checkpoint copied from another configuration is refused).
+Steps without a stamp (written before stamps existed) restore as before.
+
+Failed saves (a full disk, a read-only folder) raise ``CheckpointError``
+naming the directory, the cause and the last complete step, which is left
+untouched; the failed save's temporary directory is removed and orbax's
+writer-thread tracebacks are dropped (:mod:`oeu_jax.checkpoint_io`).
 
 Why the manifest: orbax/TensorStore keep no checksum of array data, so a
 flipped byte in a data file restores silently as a different number (checked
@@ -46,47 +59,30 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
+from oeu_jax import checkpoint_io
+from oeu_jax.checkpoint_io import CheckpointError
+from oeu_jax.checkpoint_io import claim
+from oeu_jax.checkpoint_io import read_identity
+
 FORMAT = "oeu_jax.checkpoint/1"
 _STATE = "state"
 _MANIFEST = "manifest"
-_TMP_MARK = ".orbax-checkpoint-tmp"
-_MAX_LISTED = 8
+_short = checkpoint_io.short
+_listed = checkpoint_io.listed
 
-
-class CheckpointError(ValueError):
-  """A checkpoint is missing, unfinished, corrupt, or does not fit a target."""
-
-
-def _is_key(leaf: Any) -> bool:
-  dtype = getattr(leaf, "dtype", None)
-  return dtype is not None and jax.dtypes.issubdtype(
-      dtype, jax.dtypes.prng_key
-  )
+__all__ = ("CheckpointError", "Checkpointer", "available_steps", "claim",
+           "latest_step", "read_identity", "read_manifest",
+           "restore_checkpoint", "save_checkpoint")
 
 
 def _sha256(array: np.ndarray) -> str:
   return hashlib.sha256(np.asarray(array, order="C").tobytes()).hexdigest()
 
 
-def _short(error: BaseException, limit: int = 300) -> str:
-  """First line of an error, cut short (TensorStore errors embed specs)."""
-  text = str(error).strip().splitlines()
-  text = text[0] if text else ""
-  if len(text) > limit:
-    text = text[:limit] + "..."
-  return f"{type(error).__name__}: {text}"
-
-
-def _listed(items: list) -> str:
-  head = ", ".join(str(i) for i in items[:_MAX_LISTED])
-  more = len(items) - _MAX_LISTED
-  return head + (f", ... ({more} more)" if more > 0 else "")
-
-
 def _to_host(keystr: str, leaf: Any) -> tuple[np.ndarray, dict]:
   """Converts a leaf to the stored NumPy array and its manifest entry."""
   entry = {"path": keystr, "kind": "array"}
-  if _is_key(leaf):
+  if checkpoint_io.is_key(leaf):
     data = np.asarray(jax.random.key_data(leaf))
     entry.update(kind="key", impl=str(jax.random.key_impl(leaf)))
     shape = tuple(leaf.shape)
@@ -130,12 +126,6 @@ def _manager(directory: Path, *, max_to_keep: int | None = None,
         cleanup_tmp_directories=True,
     )
   return ocp.CheckpointManager(directory, options=options)
-
-
-def _unfinished(directory: Path) -> list[str]:
-  if not directory.is_dir():
-    return []
-  return sorted(p.name for p in directory.iterdir() if _TMP_MARK in p.name)
 
 
 def available_steps(directory: str | os.PathLike) -> list[int]:
@@ -184,6 +174,7 @@ def save_checkpoint(
     tree: Any,
     *,
     max_to_keep: int | None = 2,
+    meta: dict | None = None,
 ) -> Path:
   """Saves ``tree`` as step ``step`` and waits until it is on disk.
 
@@ -201,6 +192,8 @@ def save_checkpoint(
       and Python or NumPy scalars.
     max_to_keep: Number of most recent checkpoints to keep; ``None`` keeps
       all.
+    meta: JSON-serializable dict stored in the step's manifest
+      (:func:`read_manifest` returns it).
 
   Returns:
     The absolute path of the step directory.
@@ -208,7 +201,9 @@ def save_checkpoint(
   Raises:
     ValueError: If ``step`` is negative or not an integer.
     TypeError: If a leaf cannot be stored (e.g. a string).
-    CheckpointError: If ``step`` is not larger than the latest step present.
+    CheckpointError: If ``step`` is not larger than the latest step present,
+      or the save failed (naming the cause, e.g. ``No space left on device
+      (ENOSPC)``, and the last complete step, which stays restorable).
 
   Examples:
     >>> import tempfile
@@ -232,22 +227,39 @@ def save_checkpoint(
     state[f"{i:05d}"] = data
     entries.append(entry)
   manifest = {"format": FORMAT, "step": step, "leaves": entries}
-  with _manager(directory, max_to_keep=max_to_keep) as mngr:
-    present = mngr.latest_step()
-    if present is not None and step <= present:
-      raise CheckpointError(
-          f"Cannot save step {step} in {directory}: step {present} is already"
-          " there and steps must increase. Delete the later step directories"
-          " (or use a new directory) to save again."
+  config = read_identity(directory)
+  if config is not None:
+    manifest["config"] = config
+  if meta is not None:
+    manifest["meta"] = meta
+  try:
+    with checkpoint_io.quiet_background_failures(), _manager(
+        directory, max_to_keep=max_to_keep) as mngr:
+      present = mngr.latest_step()
+      if present is not None and step <= present:
+        raise CheckpointError(
+            f"Cannot save step {step} in {directory}: step {present} is "
+            "already there and steps must increase. Delete the later step "
+            "directories (or use a new directory) to save again."
+        )
+      saved = mngr.save(
+          step,
+          args=ocp.args.Composite(**{
+              _STATE: ocp.args.StandardSave(state),
+              _MANIFEST: ocp.args.JsonSave(manifest),
+          }),
       )
-    saved = mngr.save(
-        step,
-        args=ocp.args.Composite(**{
-            _STATE: ocp.args.StandardSave(state),
-            _MANIFEST: ocp.args.JsonSave(manifest),
-        }),
-    )
-    mngr.wait_until_finished()
+      mngr.wait_until_finished()
+  except CheckpointError:
+    raise
+  except Exception as e:  # TensorStore/orbax raise many types for I/O.
+    checkpoint_io.remove_unfinished(directory, step)
+    last = latest_step(directory)
+    kept = ("no complete checkpoint was saved there yet" if last is None
+            else f"the last complete checkpoint, step {last}, is kept")
+    raise CheckpointError(
+        f"Cannot save checkpoint step {step} in {directory}: "
+        f"{checkpoint_io.io_cause(e)}; {kept}.") from e
   if not saved:
     raise CheckpointError(f"orbax declined to save step {step} in {directory}.")
   return directory / str(step)
@@ -259,72 +271,15 @@ def _check_manifest(manifest: Any, step_dir: Path) -> list[dict]:
       or not isinstance(manifest.get("leaves"), list)
       or not all(isinstance(e, dict) and all(k in e for k in keys)
                  for e in manifest["leaves"])):
+    raise checkpoint_io.corrupt(step_dir / _MANIFEST,
+                                f"not an {FORMAT} manifest", step_dir.parent)
+  config, expected = manifest.get("config"), read_identity(step_dir.parent)
+  if config is not None and expected is not None and config != expected:
     raise CheckpointError(
-        f"The manifest of {step_dir} is not an {FORMAT} manifest (corrupt, or"
-        " written by other code)."
-    )
+        f"Checkpoint {step_dir} was written by configuration {config}, not "
+        f"{expected} (the one {step_dir.parent} belongs to); delete "
+        f"{step_dir.parent} to retrain it.")
   return manifest["leaves"]
-
-
-def _check_structure(entries: list[dict], target_leaves: list,
-                     step_dir: Path) -> None:
-  saved = {e["path"]: e for e in entries}
-  wanted = {}
-  for path, leaf in target_leaves:
-    wanted[jax.tree_util.keystr(path)] = leaf
-  missing = [p for p in saved if p not in wanted]
-  unexpected = [p for p in wanted if p not in saved]
-  problems = []
-  if missing:
-    problems.append(f"in the checkpoint but not the target: {_listed(missing)}")
-  if unexpected:
-    problems.append(
-        f"in the target but not the checkpoint: {_listed(unexpected)}"
-    )
-  shapes, kinds = [], []
-  for p, leaf in wanted.items():
-    if p not in saved:
-      continue
-    entry = saved[p]
-    if tuple(entry["shape"]) != tuple(np.shape(leaf)):
-      shapes.append(f"{p}: saved {tuple(entry['shape'])}, target "
-                    f"{tuple(np.shape(leaf))}")
-    if (entry["kind"] == "key") != _is_key(leaf):
-      kinds.append(f"{p}: saved {entry['kind']}, target "
-                   f"{'key' if _is_key(leaf) else 'array'}")
-  if shapes:
-    problems.append(f"shapes differ: {_listed(shapes)}")
-  if kinds:
-    problems.append(f"PRNG key vs array: {_listed(kinds)}")
-  if problems:
-    raise CheckpointError(
-        f"Checkpoint {step_dir} does not match the target structure; "
-        + "; ".join(problems) + "."
-    )
-
-
-def _like_target(data: np.ndarray, entry: dict, target: Any,
-                 step_dir: Path) -> Any:
-  """Converts stored data to the type and dtype of the target leaf."""
-  if entry["kind"] == "key":
-    key = jax.random.wrap_key_data(jnp.asarray(data), impl=entry["impl"])
-    if key.dtype != target.dtype:
-      raise CheckpointError(
-          f"Checkpoint {step_dir} stores {entry['path']} as a {key.dtype} PRNG"
-          f" key, the target expects {target.dtype}."
-      )
-    return key
-  if isinstance(target, (bool, int, float, complex)):
-    return type(target)(data.item())
-  if isinstance(target, np.generic):
-    return data.astype(target.dtype)[()]
-  if isinstance(target, np.ndarray):
-    return data.astype(target.dtype)
-  value = data.astype(target.dtype)
-  sharding = getattr(target, "sharding", None)
-  if sharding is not None:
-    return jax.device_put(value, sharding)
-  return jnp.asarray(value)
 
 
 def read_manifest(directory: str | os.PathLike, *,
@@ -338,9 +293,11 @@ def read_manifest(directory: str | os.PathLike, *,
     step: Step to read; the latest complete step when ``None``.
 
   Returns:
-    ``{"format", "step", "leaves"}``; per leaf, in flattening order: ``path``
-    (keystr), ``kind`` (``"array"``/``"key"``; keys add ``impl``),
-    ``shape``, ``dtype``, ``stored_shape``, ``sha256``.
+    ``{"format", "step", "leaves", "config", "meta"}``; per leaf, in
+    flattening order: ``path`` (keystr), ``kind`` (``"array"``/``"key"``;
+    keys add ``impl``), ``shape``, ``dtype``, ``stored_shape``, ``sha256``.
+    ``config`` is the run identity the step was stamped with (None before
+    stamps existed), ``meta`` what the save was given (``{}`` if nothing).
 
   Raises:
     CheckpointError: as :func:`restore_checkpoint` (naming the path).
@@ -349,7 +306,7 @@ def read_manifest(directory: str | os.PathLike, *,
   if not directory.is_dir():
     raise CheckpointError(f"No checkpoint directory at {directory}.")
   steps = available_steps(directory)
-  unfinished = _unfinished(directory)
+  unfinished = checkpoint_io.unfinished(directory)
   note = (f" Unfinished saves (ignored): {_listed(unfinished)}."
           if unfinished else "")
   if step is None:
@@ -372,11 +329,12 @@ def read_manifest(directory: str | os.PathLike, *,
           step, args=ocp.args.Composite(**{_MANIFEST: ocp.args.JsonRestore()})
       )[_MANIFEST]
     except Exception as e:  # orbax/json raise many types; report them all.
-      raise CheckpointError(
-          f"Cannot read the manifest of {step_dir / _MANIFEST}: {_short(e)}"
-      ) from e
-  return {"format": FORMAT, "step": step,
-          "leaves": _check_manifest(manifest, step_dir)}
+      raise checkpoint_io.corrupt(
+          step_dir / _MANIFEST,
+          f"it cannot be read ({checkpoint_io.io_cause(e)})", directory) from e
+  leaves = _check_manifest(manifest, step_dir)
+  return {"format": FORMAT, "step": step, "leaves": leaves,
+          "config": manifest.get("config"), "meta": manifest.get("meta", {})}
 
 
 def restore_checkpoint(
@@ -426,7 +384,7 @@ def restore_checkpoint(
   step, entries = manifest["step"], manifest["leaves"]
   step_dir = directory / str(step)
   target_leaves, treedef = jax.tree_util.tree_flatten_with_path(target)
-  _check_structure(entries, target_leaves, step_dir)
+  checkpoint_io.check_structure(entries, target_leaves, step_dir)
   with _manager(directory, read_only=True) as mngr:
     try:
       stored = {
@@ -434,34 +392,31 @@ def restore_checkpoint(
           for i, e in enumerate(entries)
       }
     except TypeError as e:
-      raise CheckpointError(
-          f"The manifest of {step_dir} is corrupt: {_short(e)}"
-      ) from e
+      raise checkpoint_io.corrupt(step_dir / _MANIFEST, _short(e),
+                                  directory) from e
     try:
       state = mngr.restore(
           step,
           args=ocp.args.Composite(**{_STATE: ocp.args.StandardRestore(stored)}),
       )[_STATE]
     except Exception as e:  # TensorStore errors come as ValueError/Exception.
-      raise CheckpointError(
-          f"Cannot read the arrays of {step_dir / _STATE} (corrupt or"
-          f" incomplete files): {_short(e)}"
-      ) from e
+      raise checkpoint_io.corrupt(
+          step_dir / _STATE, "its array files cannot be read "
+          f"({checkpoint_io.io_cause(e)})", directory) from e
   by_path = {}
   for i, entry in enumerate(entries):
     data = np.asarray(state[f"{i:05d}"])
     if (data.dtype.name != entry["dtype"]
         or list(data.shape) != entry["stored_shape"]
         or _sha256(data) != entry["sha256"]):
-      raise CheckpointError(
-          f"Checksum mismatch for leaf {entry['path']} in {step_dir / _STATE}:"
-          " the checkpoint files are corrupt."
-      )
+      raise checkpoint_io.corrupt(
+          step_dir / _STATE, f"leaf {entry['path']} fails its SHA-256 check",
+          directory)
     by_path[entry["path"]] = (data, entry)
   leaves = []
   for path, leaf in target_leaves:
     data, entry = by_path[jax.tree_util.keystr(path)]
-    leaves.append(_like_target(data, entry, leaf, step_dir))
+    leaves.append(checkpoint_io.like_target(data, entry, leaf, step_dir))
   return jax.tree_util.tree_unflatten(treedef, leaves)
 
 

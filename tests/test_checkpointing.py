@@ -1,6 +1,8 @@
 """Tests for oeu_jax.checkpointing: round trips, retention, failure modes."""
 
 import doctest
+import errno
+import json
 import os
 import shutil
 from typing import NamedTuple
@@ -10,7 +12,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from orbax.checkpoint._src.path import atomicity
+from orbax.checkpoint._src.serialization import type_handlers
 
+from oeu_jax import checkpoint_io
 from oeu_jax import checkpointing
 from oeu_jax.checkpointing import CheckpointError
 from oeu_jax.checkpointing import available_steps
@@ -306,9 +310,11 @@ def test_step_directory_missing_data_files(tmp_path):
       f.unlink()
   # Both items are there, so step 2 looks complete; restoring it says why not.
   assert latest_step(tmp_path) == 2
-  with pytest.raises(CheckpointError, match="Cannot read the arrays") as info:
+  with pytest.raises(CheckpointError,
+                     match="its array files cannot be read") as info:
     restore_checkpoint(tmp_path, target)
   assert str(tmp_path / "2" / "state") in str(info.value)
+  assert str(info.value).endswith(f"delete {tmp_path} to retrain it.")
   _assert_same(restore_checkpoint(tmp_path, target, step=1), tree)
 
 
@@ -320,3 +326,119 @@ def test_checkpointer_and_doctests(tmp_path):
   assert ckpt.restore({"x": 0.0}) == {"x": 2.5}
   assert available_steps(tmp_path) == [4]
   assert doctest.testmod(checkpointing).failed == 0
+  assert doctest.testmod(checkpoint_io).failed == 0
+
+
+# Issue 15: disk full, foreign checkpoints, short corrupt-checkpoint messages.
+
+
+def _disk_full_at(monkeypatch, step: int) -> None:
+  """Every array write of ``step``'s save fails with ENOSPC, in orbax's
+  writer threads (as TensorStore's writes fail on a full disk)."""
+  real = type_handlers.NumpyHandler._open_and_write
+
+  async def write(self, value, tspec, ts_context):
+    if f"/{step}.orbax-checkpoint-tmp" in json.dumps(tspec):
+      raise OSError(errno.ENOSPC, "No space left on device")
+    return await real(self, value, tspec, ts_context)
+
+  monkeypatch.setattr(type_handlers.NumpyHandler, "_open_and_write", write)
+
+
+def test_disk_full_is_one_error_and_keeps_the_last_checkpoint(
+    tmp_path, monkeypatch, capfd):
+  tree = {"w": np.arange(6, dtype=np.float32), "b": np.ones(3, np.float32)}
+  save_checkpoint(tmp_path, 2, tree)
+  _disk_full_at(monkeypatch, 4)
+  with pytest.raises(CheckpointError) as info:
+    save_checkpoint(tmp_path, 4, jax.tree.map(lambda x: x + 1, tree))
+  assert str(info.value) == (
+      f"Cannot save checkpoint step 4 in {tmp_path}: No space left on device "
+      "(ENOSPC); the last complete checkpoint, step 2, is kept.")
+  # orbax's writer threads log their tracebacks: none reach the terminal.
+  out, err = capfd.readouterr()
+  assert out == "" and err == "", err
+  assert sorted(os.listdir(tmp_path)) == ["2"]  # The failed save is gone.
+  _assert_same(restore_checkpoint(tmp_path, {"w": np.zeros(6, np.float32),
+                                             "b": np.zeros(3, np.float32)}),
+               tree)
+  with pytest.raises(CheckpointError, match="no complete checkpoint was "
+                     "saved there yet"):
+    _disk_full_at(monkeypatch, 0)
+    save_checkpoint(tmp_path / "fresh", 0, tree)
+
+
+def test_io_cause_is_short():
+  assert checkpoint_io.io_cause(PermissionError(13, "denied")) == (
+      "Permission denied (EACCES)")
+  ts = ValueError('RESOURCE_EXHAUSTED: Error writing "00000/0" in OCDBT '
+                  'database at local file "/w/x": Failed to write 358187 '
+                  "bytes to file 14: No space left on device "
+                  "[os_error_code='28']")
+  assert checkpoint_io.io_cause(ts) == "No space left on device (ENOSPC)"
+  assert checkpoint_io.io_cause(RuntimeError("x" * 500)).startswith(
+      "RuntimeError: xxx")
+  assert len(checkpoint_io.io_cause(RuntimeError("x" * 500))) < 100
+
+
+def test_meta_is_stored_in_the_manifest(tmp_path):
+  save_checkpoint(tmp_path, 1, {"x": 1}, meta={"tally": {"seconds": 1.5}})
+  save_checkpoint(tmp_path, 2, {"x": 2})
+  assert checkpointing.read_manifest(tmp_path, step=1)["meta"] == {
+      "tally": {"seconds": 1.5}}
+  assert checkpointing.read_manifest(tmp_path)["meta"] == {}
+
+
+def test_a_checkpoint_of_another_configuration_is_refused(tmp_path):
+  tree, target = {"w": np.ones(3, np.float32)}, {"w": np.zeros(3, np.float32)}
+  a, b = tmp_path / "w4a8" / "original", tmp_path / "w8a8" / "original"
+  checkpointing.claim(a, "digits-cnn-w4a8-1/seed0/original")
+  save_checkpoint(a, 5, tree)
+  assert checkpointing.read_manifest(a)["config"] == (
+      "digits-cnn-w4a8-1/seed0/original")
+  # Its step copied into a directory claimed by another configuration.
+  checkpointing.claim(b, "digits-cnn-w8a8-2/seed0/original")
+  shutil.copytree(a / "5", b / "5")
+  with pytest.raises(CheckpointError) as info:
+    restore_checkpoint(b, target)
+  assert str(info.value) == (
+      f"Checkpoint {b}/5 was written by configuration "
+      "digits-cnn-w4a8-1/seed0/original, not digits-cnn-w8a8-2/seed0/original"
+      f" (the one {b} belongs to); delete {b} to retrain it.")
+  # The whole directory copied: its identity comes along, and the claim of
+  # the new configuration is refused.
+  c = tmp_path / "copy"
+  shutil.copytree(a, c)
+  with pytest.raises(CheckpointError, match=(
+      "holds checkpoints of configuration digits-cnn-w4a8-1/seed0/original, "
+      "not digits-cnn-w8a8-2/seed0/original; delete .* to retrain it")):
+    checkpointing.claim(c, "digits-cnn-w8a8-2/seed0/original")
+  checkpointing.claim(a, "digits-cnn-w4a8-1/seed0/original")  # Its own: ok.
+  _assert_same(restore_checkpoint(a, target), tree)
+
+
+def test_checkpoints_without_a_stamp_restore_as_before(tmp_path):
+  tree, target = {"w": np.ones(3, np.float32)}, {"w": np.zeros(3, np.float32)}
+  save_checkpoint(tmp_path, 1, tree)  # Unclaimed directory: no stamp.
+  assert checkpointing.read_manifest(tmp_path)["config"] is None
+  checkpointing.claim(tmp_path, "some/configuration")  # An older workdir.
+  _assert_same(restore_checkpoint(tmp_path, target), tree)
+  save_checkpoint(tmp_path, 2, tree)
+  assert checkpointing.read_manifest(tmp_path)["config"] == (
+      "some/configuration")
+
+
+def test_corrupt_checkpoint_message_is_short_and_says_what_to_do(tmp_path):
+  tree = {"w": np.arange(4096, dtype=np.float32)}
+  save_checkpoint(tmp_path, 3, tree)
+  data_file = max(_state_files(tmp_path / "3"), key=lambda p: p.stat().st_size)
+  raw = bytearray(data_file.read_bytes())
+  raw[len(raw) // 2] ^= 0x01
+  data_file.write_bytes(bytes(raw))
+  with pytest.raises(CheckpointError) as info:
+    restore_checkpoint(tmp_path, {"w": np.zeros(4096, np.float32)})
+  text = str(info.value)
+  assert text.startswith(f"Checkpoint {tmp_path}/3/state is corrupt: ")
+  assert text.endswith(f"; delete {tmp_path} to retrain it.")
+  assert len(text) - 2 * len(str(tmp_path)) < 120, text
+  assert "\n" not in text
