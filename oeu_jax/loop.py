@@ -6,7 +6,9 @@ one or more *lanes* (a lane is one seed's run: :func:`oeu_jax.train.fit` and
 :mod:`oeu_jax.seeds` drive N as one program). It owns what every run shares:
 restoring from checkpoints (:func:`restore`), timing the ahead-of-time
 compilation apart from the steps, the progress bar, the non-finite policy,
-the checkpoint cadence, the final save and the per-lane metric history.
+the checkpoint cadence, the final save and the per-lane metric history
+(with each checkpoint it stores the lane's :mod:`oeu_jax.tally`, so that a
+run's seconds and metric means cover its steps across resumes).
 
 What a step computes is the caller's: an *executor* maps
 ``(state, a, b, active)`` to ``(state, metrics)`` for the steps ``[a, b)``,
@@ -33,6 +35,8 @@ import numpy as np
 
 from oeu_jax import checkpointing
 from oeu_jax import mesh as mesh_lib
+from oeu_jax import progress as progress_lib
+from oeu_jax import tally as tally_lib
 
 
 class Outcome(NamedTuple):
@@ -121,7 +125,8 @@ def resume_step(checkpoint_dir: Optional[str], total: int, *,
     there is nothing to restore.
 
   Raises:
-    ValueError: an unfinished run and ``resume=False``.
+    UnfinishedRunError: an unfinished run and ``resume=False`` (a
+      ValueError).
     CheckpointError: a checkpoint past ``total``.
   """
   if checkpoint_dir is None:
@@ -135,11 +140,20 @@ def resume_step(checkpoint_dir: Optional[str], total: int, *,
         f"{total} steps of this run (written with another config?); use "
         f"another directory")
   if last < total and not resume:
-    raise ValueError(
-        f"{checkpoint_dir} holds an unfinished run (checkpoint at step "
-        f"{last} of {total}): rerun with --resume (resume=True) to continue "
-        f"it, or delete that directory to start over")
+    raise UnfinishedRunError(checkpoint_dir, last, total)
   return last
+
+
+class UnfinishedRunError(ValueError):
+  """An unfinished run found where ``resume=False`` (the CLI words it with
+  its own flag); ``directory``, ``step`` and ``total`` say which."""
+
+  def __init__(self, directory, step: int, total: int):
+    self.directory, self.step, self.total = directory, step, total
+    super().__init__(
+        f"{directory} holds an unfinished run (checkpoint at step {step} of "
+        f"{total}): pass resume=True to continue it, or delete that "
+        "directory to start over")
 
 
 def restore(template: Any, checkpoint_dir: Optional[str], total: int, *,
@@ -205,7 +219,8 @@ def run(execute: Callable, state: Any, *, starts: Sequence[int],
     skip_nonfinite: count non-finite steps instead of raising (the executor
       has already dropped their updates).
     failure: ``(lane, step) -> text`` naming a non-finite step.
-    progress: a tqdm bar.
+    progress: a tqdm bar on a terminal, plain lines otherwise
+      (:func:`oeu_jax.progress.bar`).
     desc: its label.
 
   Returns:
@@ -218,15 +233,31 @@ def run(execute: Callable, state: Any, *, starts: Sequence[int],
   n = len(starts)
   g0, g1 = min(starts), max(totals)
   saving = any(d is not None for d in checkpoint_dirs)
-  bar = None
-  if progress and g1 > g0:
-    from tqdm.auto import tqdm  # Only the CLI shows bars.
-    bar = tqdm(total=g1 - g0, desc=desc, leave=False)
+  bar = progress_lib.bar(g1 - g0, desc) if progress and g1 > g0 else None
   compile0 = getattr(execute, "compile_seconds", 0.0)
   history = [[] for _ in range(n)]
   skipped = [0] * n
   starts_a, totals_a = np.asarray(starts), np.asarray(totals)
+  tallies = [tally_lib.restored(None if d is None or not s else
+                                checkpointing.read_manifest(d, step=s)["meta"],
+                                s) for d, s in zip(checkpoint_dirs, starts)]
+  tallied = [0] * n  # Per lane, history entries already in its tally.
+  base = [(t["seconds"], t["compile_seconds"]) for t in tallies]
   t0 = time.perf_counter()
+
+  def save(i: int, step: int, state: Any) -> None:
+    """Lane ``i``'s checkpoint of ``step`` with its tally (the time of a
+    vmapped program shared among its lanes, as :mod:`oeu_jax.seeds`)."""
+    compiled = getattr(execute, "compile_seconds", 0.0) - compile0
+    seconds = time.perf_counter() - t0 - compiled
+    tallies[i] = tally_lib.advance(
+        tallies[i], history[i][tallied[i]:],
+        seconds=base[i][0] + seconds / n,
+        compile_seconds=base[i][1] + compiled / n)
+    tallied[i] = len(history[i])
+    checkpointing.save_checkpoint(checkpoint_dirs[i], step, lane(state, i),
+                                  meta={"tally": tallies[i]})
+
   for a, b in chunks(g0, g1, chunk, checkpoint_every if saving else None):
     steps = np.arange(a, b)[:, None]
     active = (steps >= starts_a[None]) & (steps < totals_a[None])
@@ -250,7 +281,7 @@ def run(execute: Callable, state: Any, *, starts: Sequence[int],
       ckpt = checkpoint_dirs[i]
       if (ckpt is not None and b % checkpoint_every == 0 and rows.any()
           and starts[i] < b <= totals[i]):
-        checkpointing.save_checkpoint(ckpt, b, lane(state, i))
+        save(i, b, state)
     if bar is not None:
       bar.update(b - a)
   jax.block_until_ready(state)
@@ -261,7 +292,7 @@ def run(execute: Callable, state: Any, *, starts: Sequence[int],
   for i, ckpt in enumerate(checkpoint_dirs):
     if (ckpt is not None and starts[i] < totals[i]
         and checkpointing.latest_step(ckpt) != totals[i]):
-      checkpointing.save_checkpoint(ckpt, totals[i], lane(state, i))
+      save(i, totals[i], state)
   metrics = [{key: np.concatenate([h[key] for h in hist]) for key in hist[0]}
              if hist else {} for hist in history]
   for i, s in enumerate(skipped):
