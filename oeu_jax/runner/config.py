@@ -1,10 +1,12 @@
 """What an experiment is: :class:`RunConfig`, its defaults and validation.
 
-Every budget default lives here and only here: :data:`TRAIN_DEFAULTS` (the
-Original/Retrain recipe per dataset), :data:`UNLEARN_DEFAULTS` (the
-unlearning budget per dataset and scenario) and :data:`CPU_BUDGETS` (the
-smaller budgets the CPU tables of ``experiments/`` were run with).
-:func:`resolve` fills the defaults into a config and checks every field.
+Every budget default is built here, once, from the numbers of
+:mod:`oeu_jax.runner.catalog` (which the command line reads without
+importing JAX): :data:`TRAIN_DEFAULTS` (the Original/Retrain recipe per
+dataset), :data:`UNLEARN_DEFAULTS` (the unlearning budget per dataset and
+scenario) and :data:`CPU_BUDGETS` (the smaller budgets the CPU tables of
+``experiments/`` were run with). :func:`resolve` fills the defaults into a
+config and checks every field.
 """
 
 import dataclasses
@@ -19,6 +21,7 @@ from oeu_jax import models
 from oeu_jax import quantization
 from oeu_jax import train as train_lib
 from oeu_jax import unlearn as unlearn_lib
+from oeu_jax.runner import catalog
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,6 +45,8 @@ class RunConfig:
     optimizer: the optimizer behind every unlearning method.
     method_hparams: ``((method, ((key, value), ...)), ...)`` overrides.
     max_examples: cap train and test sizes (quick runs).
+    allow_untrained: accept ``train.epochs == 0`` (Original and Retrain are
+      then the seed's initialization; :func:`resolve` refuses it otherwise).
   """
   dataset: str = "digits"
   data_dir: Optional[str] = None
@@ -59,34 +64,17 @@ class RunConfig:
   optimizer: methods_lib.OptimizerConfig = methods_lib.OptimizerConfig()
   method_hparams: tuple = ()
   max_examples: Optional[int] = None
+  allow_untrained: bool = False
 
 
-# Budgets scaled to each dataset. Paper-scale entries follow the Q-MUL
-# harness (SGD 0.1, 182 epochs for CIFAR; unlearning 10 epochs at 0.01).
-TRAIN_DEFAULTS = {
-    "digits": train_lib.TrainConfig(epochs=30, batch_size=64, lr=0.05),
-    "mnist_idx": train_lib.TrainConfig(epochs=15, batch_size=128, lr=0.05),
-    "mnist": train_lib.TrainConfig(epochs=15, batch_size=128, lr=0.05),
-    "fashion_mnist": train_lib.TrainConfig(epochs=30, batch_size=128,
-                                           lr=0.05),
-    "cifar10": train_lib.TrainConfig(epochs=182, batch_size=256, lr=0.1,
-                                     augment=True),
-    "cifar100": train_lib.TrainConfig(epochs=182, batch_size=256, lr=0.1,
-                                      augment=True),
-    "svhn_cropped": train_lib.TrainConfig(epochs=50, batch_size=256, lr=0.1),
-}
+# Budgets scaled to each dataset (the numbers and their provenance:
+# oeu_jax.runner.catalog).
+TRAIN_DEFAULTS = {d: train_lib.TrainConfig(**kw)
+                  for d, kw in catalog.TRAIN.items()}
 # Unlearning budgets per (dataset, scenario); others use the Q-MUL harness
-# default ``UnlearnConfig()`` (SGD 0.01, batch 256, 10 epochs). As in the
-# SalUn and Q-MUL harnesses the budget is tuned per scenario. Digits grid
-# (OEU, seed 0, w4a8 CNN; see RESULTS.md): batch {64, 128, 256} x lr
-# {0.01, 0.02, 0.05}. Class-wise: the 256-example batch gives only 60 steps
-# and UA 85 (Retrain 100); batch 64 / lr 0.02 gives UA 100 (seeds 0-2: 100,
-# 92.5, 97.3). Random 10%: batch 64 over-forgets (MIA 22-43 vs Retrain 1-4),
-# while the harness default keeps MIA at 4.9 and the avg gap at 1.35.
-UNLEARN_DEFAULTS = {
-    ("digits", "class"): unlearn_lib.UnlearnConfig(epochs=10, batch_size=64,
-                                                   lr=0.02),
-}
+# default ``UnlearnConfig()`` (SGD 0.01, batch 256, 10 epochs).
+UNLEARN_DEFAULTS = {key: unlearn_lib.UnlearnConfig(**kw)
+                    for key, kw in catalog.UNLEARN.items()}
 
 
 class Budget(NamedTuple):
@@ -96,16 +84,11 @@ class Budget(NamedTuple):
   max_examples: Optional[int] = None
 
 
-# The budgets that fit this project's 2-core CPU machines for 3 seeds x 9
-# methods x 2 scenarios (the ``cpu`` variants of experiments/): for MNIST,
-# the first 4,000 of the 8,000 training images, 8 training epochs and 3
-# unlearning epochs (the harness's batch 256, lr 0.01).
-CPU_BUDGETS = {
-    "mnist_idx": Budget(
-        train_lib.TrainConfig(epochs=8, batch_size=128, lr=0.05),
-        unlearn_lib.UnlearnConfig(epochs=3, batch_size=256, lr=0.01),
-        max_examples=4000),
-}
+# The budgets that fit this project's 2-core CPU machines
+# (oeu_jax.runner.catalog.CPU).
+CPU_BUDGETS = {d: Budget(train_lib.TrainConfig(**t),
+                         unlearn_lib.UnlearnConfig(**u), max_examples=n)
+               for d, (t, u, n) in catalog.CPU.items()}
 
 
 def default_train(dataset: str) -> train_lib.TrainConfig:
@@ -152,7 +135,8 @@ def resolve(config: RunConfig) -> RunConfig:
     ``config`` with ``train`` and ``unlearn`` filled in.
 
   Raises:
-    ValueError: naming the first bad field.
+    ValueError: naming the first bad field, or ``train.epochs == 0``
+      without ``allow_untrained``.
   """
   _check_name("dataset", config.dataset, data_lib.DATASETS)
   _check_name("model", config.model, models.MODELS)
@@ -171,6 +155,11 @@ def resolve(config: RunConfig) -> RunConfig:
       unlearn=config.unlearn or default_unlearn(config.dataset,
                                                 config.scenario))
   train_lib.validate_config(cfg.train)
+  if cfg.train.epochs == 0 and not cfg.allow_untrained:
+    raise ValueError(
+        "train.epochs is 0: the Original and Retrain models would be "
+        "untrained (their initialization); set allow_untrained=True to run "
+        "this anyway")
   unlearn_lib.validate_config(cfg.unlearn)
   _check_name("optimizer", cfg.optimizer.name, methods_lib.OPTIMIZERS)
   for name, _ in cfg.method_hparams:

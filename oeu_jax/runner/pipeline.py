@@ -10,6 +10,13 @@ seeds either one seed at a time (:func:`oeu_jax.train.fit`,
 checkpoint directories (:mod:`oeu_jax.runner.layout`), so a run may be
 continued either way. Every model is evaluated as soon as its stage ends;
 the records come out per seed: ``original``, ``retrain``, then the methods.
+
+A run holds the work directory's lock (:func:`oeu_jax.runner.workdir.lock`)
+and claims each checkpoint directory for its configuration before using it
+(a checkpoint copied from another configuration is refused). ``rte_s`` and
+``train_metrics`` come from the tally stored with the final checkpoint
+(:mod:`oeu_jax.tally`): they cover every step of a run that was interrupted
+and resumed, and a finished run reused later reports them unchanged.
 """
 
 import logging
@@ -22,23 +29,29 @@ from typing import Sequence
 
 import jax
 
+from oeu_jax import checkpointing
 from oeu_jax import data as data_lib
 from oeu_jax import methods as methods_lib
 from oeu_jax import metrics
 from oeu_jax import models
 from oeu_jax import seeds as seeds_lib
+from oeu_jax import tally as tally_lib
 from oeu_jax import train as train_lib
 from oeu_jax import unlearn as unlearn_lib
 from oeu_jax.runner import config as config_lib
 from oeu_jax.runner import evaluate as evaluate_lib
 from oeu_jax.runner import layout as layout_lib
+from oeu_jax.runner import workdir as workdir_lib
 
 RECORD_KEYS = ("method", "seed", "scenario", "ua", "ra", "ta", "mia_efficacy",
                "avg_gap", "rte_s", "forget_entropy", "confident_wrong")
+# What identifies a record's configuration besides its method and seed.
+CONFIG_KEYS = ("config", "dataset", "model", "bits", "scenario",
+               "forget_class", "forget_ratio")
 
 Log = Callable[[str], None]
-# One seed's result of a stage (TrainResult or UnlearnResult) and the
-# {"seconds", "compile_seconds"} it took when it was made.
+# One seed's result of a stage (TrainResult or UnlearnResult) and what it
+# took: {"seconds", "compile_seconds", "metrics"} over all its steps.
 Timed = tuple[Any, dict]
 
 
@@ -57,18 +70,41 @@ class StageRunner(NamedTuple):
   unlearn: Callable[..., list]
 
 
+def _accounted(ckpt_dir: Path, result: Any, stored: Optional[dict]) -> dict:
+  """What a finished stage took, over all its steps.
+
+  The tally of its final checkpoint when it covers the whole run; else (a
+  run checkpointed before tallies existed) the ``timing.json`` written when
+  it first finished, or this call's result.
+  """
+  last = checkpointing.latest_step(ckpt_dir)
+  t = (checkpointing.read_manifest(ckpt_dir, step=last)["meta"].get("tally")
+       if last is not None else None)
+  if t is not None and t["first_step"] == 0 and t["step"] == last:
+    out = {"seconds": t["seconds"], "compile_seconds": t["compile_seconds"],
+           "metrics": tally_lib.means(t)}
+  else:
+    out = dict(stored or {"seconds": result.seconds,
+                          "compile_seconds": result.compile_seconds},
+               metrics=getattr(result, "metrics", {}))
+  if stored is None and last is not None:  # For readers of timing.json.
+    layout_lib.write_json(ckpt_dir / layout_lib.TIMING_JSON,
+                          {"seconds": out["seconds"],
+                           "compile_seconds": out["compile_seconds"]})
+  return out
+
+
 def _timed(ckpt_dir: Path, make: Callable[[], Any]) -> Timed:
-  """``make()`` and its time; a reused model keeps its stored time."""
+  """``make()`` and what it took (a reused model keeps its stored time)."""
   stored = layout_lib.read_timing(ckpt_dir)
   result = make()
-  return result, stored or layout_lib.write_timing(ckpt_dir, result)
+  return result, _accounted(ckpt_dir, result, stored)
 
 
 def _timed_all(dirs: Sequence[Path], make: Callable[[], list]) -> list:
   stored = [layout_lib.read_timing(d) for d in dirs]
   results = make()
-  return [(r, t or layout_lib.write_timing(d, r))
-          for d, r, t in zip(dirs, results, stored)]
+  return [(r, _accounted(d, r, t)) for d, r, t in zip(dirs, results, stored)]
 
 
 def stage_runner(model, dataset: data_lib.Dataset, layout: layout_lib.Layout,
@@ -96,7 +132,12 @@ def stage_runner(model, dataset: data_lib.Dataset, layout: layout_lib.Layout,
   """
   cfg = layout.cfg
   x, y = dataset.train_x, dataset.train_y
-  dirs = lambda seeds, stage: [layout.checkpoint_dir(s, stage) for s in seeds]
+
+  def dirs(seeds, stage):
+    out = [layout.checkpoint_dir(s, stage) for s in seeds]
+    for s, d in zip(seeds, out):
+      checkpointing.claim(d, workdir_lib.run_label(layout, s, stage))
+    return out
 
   def fit_sequential(stage, seeds, subsets):
     out = []
@@ -104,7 +145,7 @@ def stage_runner(model, dataset: data_lib.Dataset, layout: layout_lib.Layout,
       sub = None if subsets is None else subsets[s]
       log(f"[seed {s}] {stage}: {cfg.model} {cfg.bits} on {cfg.dataset}, "
           f"{len(x) if sub is None else len(sub)} examples")
-      d = layout.checkpoint_dir(s, stage)
+      d, = dirs([s], stage)
       out.append(_timed(d, lambda: train_lib.fit(
           model, x if sub is None else x[sub], y if sub is None else y[sub],
           config=cfg.train, seed=s, checkpoint_dir=str(d), progress=progress,
@@ -115,7 +156,7 @@ def stage_runner(model, dataset: data_lib.Dataset, layout: layout_lib.Layout,
     out = []
     for s in seeds:
       log(f"[seed {s}] {name}")
-      d = layout.checkpoint_dir(s, name)
+      d, = dirs([s], name)
       out.append(_timed(d, lambda: unlearn_lib.unlearn(
           method, model, originals[s].params, originals[s].batch_stats,
           data_of(s), config=cfg.unlearn, num_classes=dataset.num_classes,
@@ -126,21 +167,23 @@ def stage_runner(model, dataset: data_lib.Dataset, layout: layout_lib.Layout,
   def fit_vmapped(stage, seeds, subsets):
     log(f"[seeds {','.join(map(str, seeds))}] {stage}: vmapped over "
         f"{len(seeds)} seeds")
-    return _timed_all(dirs(seeds, stage), lambda: seeds_lib.fit_seeds(
+    ds = dirs(seeds, stage)
+    return _timed_all(ds, lambda: seeds_lib.fit_seeds(
         model, x, y, config=cfg.train, seeds=seeds,
         subsets=None if subsets is None else [subsets[s] for s in seeds],
-        checkpoint_dirs=[str(d) for d in dirs(seeds, stage)],
-        progress=progress, desc=stage, resume=resume, mesh=mesh))
+        checkpoint_dirs=[str(d) for d in ds], progress=progress, desc=stage,
+        resume=resume, mesh=mesh))
 
   def unlearn_vmapped(name, method, seeds, originals, data_of):
     log(f"[seeds {','.join(map(str, seeds))}] {name}: vmapped")
-    return _timed_all(dirs(seeds, name), lambda: seeds_lib.unlearn_seeds(
+    ds = dirs(seeds, name)
+    return _timed_all(ds, lambda: seeds_lib.unlearn_seeds(
         method, model, [originals[s].params for s in seeds],
         [originals[s].batch_stats for s in seeds],
         [data_of(s) for s in seeds], config=cfg.unlearn,
         num_classes=dataset.num_classes, seeds=seeds,
-        checkpoint_dirs=[str(d) for d in dirs(seeds, name)],
-        progress=progress, resume=resume, mesh=mesh))
+        checkpoint_dirs=[str(d) for d in ds], progress=progress,
+        resume=resume, mesh=mesh))
 
   if vmapped:
     return StageRunner(fit_vmapped, unlearn_vmapped)
@@ -173,13 +216,26 @@ def run(config: config_lib.RunConfig, workdir: str | Path, *,
     log: where to report progress lines.
 
   Returns:
-    Records with :data:`RECORD_KEYS` and extra diagnostics, ``original`` and
-    ``retrain`` rows included.
+    Records with :data:`RECORD_KEYS`, :data:`CONFIG_KEYS`, ``train_epochs``
+    (and ``unlearn_epochs`` for the methods: 0 means the method's row is
+    the Original model) and extra diagnostics, ``original`` and ``retrain``
+    rows included.
 
   Raises:
     ValueError / FileNotFoundError: bad configuration or data.
+    WorkdirBusy: another process runs in ``workdir``.
+    CheckpointError: a checkpoint that is corrupt, of another
+      configuration, or cannot be written (naming the path).
   """
   cfg = config_lib.resolve(config)
+  with workdir_lib.lock(workdir):
+    return _run(cfg, workdir, progress=progress, resume=resume,
+                vmap_seeds=vmap_seeds, mesh=mesh, log=log)
+
+
+def _run(cfg: config_lib.RunConfig, workdir: str | Path, *, progress: bool,
+         resume: bool, vmap_seeds: bool, mesh: Optional[jax.sharding.Mesh],
+         log: Log) -> list[dict]:
   dataset = data_lib.load_dataset(cfg.dataset, data_dir=cfg.data_dir,
                                   max_examples=cfg.max_examples)
   model = models.build_model(cfg.model, num_classes=dataset.num_classes,
@@ -201,21 +257,26 @@ def run(config: config_lib.RunConfig, workdir: str | Path, *,
   stages = stage_runner(model, dataset, layout, vmapped=vmap_seeds,
                         progress=progress, resume=resume, mesh=mesh, log=log)
   rows = {s: [] for s in seeds}
+  config_id = workdir_lib.config_id(cfg)
 
   def add(name: str, timed: list, with_metrics: bool = False) -> None:
     for s, (res, t) in zip(seeds, timed):
       split = splits[s]
-      rec = {"method": name, "seed": s, "scenario": cfg.scenario,
-             "dataset": cfg.dataset, "model": cfg.model, "bits": cfg.bits,
+      rec = {"method": name, "seed": s, "config": config_id,
+             "scenario": cfg.scenario, "dataset": cfg.dataset,
+             "model": cfg.model, "bits": cfg.bits,
              "forget_ratio": cfg.forget_ratio if fc is None else None,
-             "forget_class": fc, "num_forget": int(len(split.forget_idx))}
+             "forget_class": fc, "num_forget": int(len(split.forget_idx)),
+             "train_epochs": int(cfg.train.epochs)}
+      if with_metrics:
+        rec["unlearn_epochs"] = int(cfg.unlearn.epochs)
       rec.update(evaluate_lib.evaluate(
           model, res.state.params, res.state.batch_stats, dataset, split,
           forget_class=fc))
       rec["rte_s"] = float(t["seconds"])
       rec["rte_with_compile_s"] = float(t["seconds"] + t["compile_seconds"])
       if with_metrics:
-        rec["train_metrics"] = res.metrics
+        rec["train_metrics"] = t["metrics"]
       rows[s].append(rec)
 
   originals = stages.fit("original", seeds, None)

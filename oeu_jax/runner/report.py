@@ -75,17 +75,35 @@ def format_table(records: Sequence[Mapping[str, Any]],
                  keys: Sequence[str] = ("ua", "ra", "ta", "mia_efficacy",
                                         "avg_gap", "rte_s", "forget_entropy",
                                         "confident_wrong")) -> str:
-  """A Markdown table, mean ± std over seeds per method (every method)."""
+  """A Markdown table, mean ± std over seeds per method (every method).
+
+  Methods whose records say ``unlearn_epochs == 0`` are labelled ``(no
+  unlearning)`` (their rows are the Original model), and Original and
+  Retrain ``(untrained)`` when ``train_epochs == 0``; a note under the table
+  says so.
+  """
   summary = metrics.summarize(records, keys)
   head = "| method | " + " | ".join(keys) + " |"
   sep = "|" + "---|" * (len(keys) + 1)
   lines = [head, sep]
+  not_unlearned = {r["method"] for r in records
+                   if r.get("unlearn_epochs") == 0}
+  untrained = {r["method"] for r in records if r.get("train_epochs") == 0
+               and r["method"] in ("original", "retrain")}
   for method, s in summary.items():
     cells = []
     for k in keys:
       mean, std = s["mean"][k], s["std"][k]
       cells.append(f"{mean:.2f}" if s["n"] == 1 else f"{mean:.2f} ± {std:.2f}")
-    lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    label = method + (" (no unlearning)" if method in not_unlearned else "")
+    label += " (untrained)" if method in untrained else ""
+    lines.append(f"| {label} | " + " | ".join(cells) + " |")
+  if not_unlearned:
+    lines.append("\n(no unlearning): 0 unlearning epochs; these rows are "
+                 "the Original model.")
+  if untrained:
+    lines.append("\n(untrained): 0 training epochs; Original and Retrain "
+                 "are the initialization.")
   return "\n".join(lines)
 
 def salun_table(records: Sequence[Mapping[str, Any]], *,
