@@ -33,6 +33,8 @@ Examples::
   python -m oeu_jax run ... --workdir runs/mnist --resume  # after a kill
 """
 
+from __future__ import annotations
+
 import argparse
 import dataclasses
 import logging
@@ -40,21 +42,18 @@ import math
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 from typing import Optional
 from typing import Sequence
 
-from jax.sharding import Mesh
+# Only JAX-free modules at import time: ``--help`` answers at once. The
+# commands import the runner (and JAX) when they run.
+from oeu_jax.runner import catalog
 
-from oeu_jax import checkpointing
-from oeu_jax import data as data_lib
-from oeu_jax import mesh as mesh_lib
-from oeu_jax import methods as methods_lib
-from oeu_jax import models
-from oeu_jax import quantization
-from oeu_jax.runner import config as config_lib
-from oeu_jax.runner import layout as layout_lib
-from oeu_jax.runner import pipeline
-from oeu_jax.runner import report
+if TYPE_CHECKING:
+  from jax.sharding import Mesh
+
+  from oeu_jax.runner import config as config_lib
 
 DEMO_FORGET_CLASS = 3
 EXIT_BAD_INPUT = 2
@@ -91,27 +90,32 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-  """The argument parser of ``python -m oeu_jax``."""
+  """The argument parser of ``python -m oeu_jax`` (imports no JAX)."""
   p = _Parser(prog="python -m oeu_jax",
               description="Orthogonal Entropy Unlearning for quantized models")
   sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
   def common(sp):
     sp.add_argument("--workdir", default="runs/demo",
-                    help="where checkpoints, results.json and tables go")
+                    help="where checkpoints, results.json and tables go "
+                         "(default: runs/demo); one run at a time per "
+                         "workdir, results of every configuration kept")
     sp.add_argument("--resume", action="store_true",
                     help="continue runs interrupted in --workdir from their "
                          "last checkpoint (finished runs are always reused)")
     sp.add_argument("--checkpoint-every", type=int, default=None,
-                    help="steps between checkpoints (training: 200, "
-                         "unlearning: 50)")
+                    metavar="STEPS",
+                    help="steps between checkpoints (default: training 200, "
+                         "unlearning 50)")
     sp.add_argument("--skip-nonfinite", action="store_true",
                     help="skip updates with a non-finite loss or gradient "
                          "instead of stopping")
     sp.add_argument("--no-progress", action="store_true",
-                    help="hide progress bars")
+                    help="no progress output (a bar on a terminal, a line "
+                         "every 30 s otherwise)")
     sp.add_argument("--quick", action="store_true",
-                    help="tiny budget (CI smoke runs)")
+                    help="tiny budget (CI smoke runs): at most 3 training "
+                         "and 2 unlearning epochs")
     sp.add_argument("--vmap-seeds", action="store_true",
                     help="run all seeds as one vmapped program per stage "
                          "(Original, Retrain, each method); same results up "
@@ -121,9 +125,15 @@ def build_parser() -> argparse.ArgumentParser:
                          "one device); same checkpoints, same results up to "
                          "float rounding")
 
-  demo = sub.add_parser("demo", help="offline demo on scikit-learn digits")
+  demo = sub.add_parser(
+      "demo", help="offline demo on scikit-learn digits",
+      description="Digits, the small CNN at W4A8, class-wise (class "
+      f"{DEMO_FORGET_CLASS}) and 10% random forgetting: Original, Retrain "
+      "and OEU.")
   common(demo)
-  demo.add_argument("--seed", type=int, default=0)
+  demo.add_argument("--seed", type=int, default=0,
+                    help="seed of the model, split and unlearning run "
+                         "(default: 0)")
 
   ex = sub.add_parser("export", help="convert the quantized models of a "
                       "workdir to integer-stored serving checkpoints")
@@ -133,33 +143,59 @@ def build_parser() -> argparse.ArgumentParser:
   ex.add_argument("--out", default=None,
                   help="output folder (default WORKDIR/serving)")
 
-  r = sub.add_parser("run", help="a general experiment")
+  r = sub.add_parser("run", help="a general experiment",
+                     description="Original, Retrain and unlearning methods "
+                     "on one dataset, model,\nbit width and scenario.",
+                     epilog=catalog.defaults_text(),
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
   common(r)
-  r.add_argument("--dataset", required=True, choices=data_lib.DATASETS)
+  r.add_argument("--dataset", required=True, choices=catalog.DATASETS,
+                 help="digits runs offline; mnist_idx reads --data-dir; the "
+                      "others are prepared TFDS datasets in --data-dir")
   r.add_argument("--data-dir", default=None,
                  help="folder of MNIST IDX files (mnist_idx) or a prepared "
                       "TFDS data dir")
-  r.add_argument("--model", default="cnn", choices=models.MODELS)
-  r.add_argument("--bits", default="w4a8", choices=quantization.BITS)
+  r.add_argument("--model", default="cnn", choices=catalog.MODELS,
+                 help="architecture (default: cnn)")
+  r.add_argument("--bits", default="w4a8", choices=catalog.BITS,
+                 help="weight/activation bits of quantization-aware "
+                      "training (default: w4a8)")
   r.add_argument("--quantize-ends", action="store_true",
                  help="also quantize the first conv and the classifier")
-  r.add_argument("--scenario", default="random", choices=data_lib.SCENARIOS)
+  r.add_argument("--scenario", default="random", choices=catalog.SCENARIOS,
+                 help="random: forget a random fraction; class: forget one "
+                      "class (default: random)")
   r.add_argument("--forget-ratio", type=float, default=None,
                  help="fraction forgotten, in (0, 1) (random; default 0.1)")
   r.add_argument("--forget-class", type=int, default=None,
                  help="class forgotten (class scenario)")
   r.add_argument("--methods", type=_name_list, default=("oeu",),
-                 help=f"comma-separated, from {', '.join(methods_lib.METHODS)}")
-  r.add_argument("--seeds", type=_int_list, default=(0,))
+                 help="comma-separated (default: oeu), from "
+                      f"{', '.join(catalog.METHODS)}")
+  r.add_argument("--seeds", type=_int_list, default=(0,),
+                 help="comma-separated seeds, one Original model, split and "
+                      "unlearning run each (default: 0)")
   r.add_argument("--epochs", type=int, default=None,
-                 help="Original/Retrain training epochs")
+                 help="Original/Retrain training epochs (default: per "
+                      "dataset, below; 0 needs --allow-untrained)")
+  r.add_argument("--allow-untrained", action="store_true",
+                 help="accept --epochs 0: Original and Retrain are then the "
+                      "initialization (smoke tests)")
   r.add_argument("--batch-size", type=int, default=None,
-                 help="Original/Retrain batch size")
-  r.add_argument("--unlearn-epochs", type=int, default=None)
-  r.add_argument("--unlearn-batch-size", type=int, default=None)
-  r.add_argument("--unlearn-lr", type=float, default=None)
-  r.add_argument("--optimizer", default="sgd",
-                 choices=methods_lib.OPTIMIZERS)
+                 help="Original/Retrain batch size (default: per dataset)")
+  r.add_argument("--unlearn-epochs", type=int, default=None,
+                 help="unlearning epochs (default: per dataset and "
+                      "scenario); 0: no unlearning, the method rows are the "
+                      "Original model")
+  r.add_argument("--unlearn-batch-size", type=int, default=None,
+                 help="examples per forget batch and per retain batch "
+                      "(default: per dataset and scenario)")
+  r.add_argument("--unlearn-lr", type=float, default=None,
+                 help="peak learning rate of the unlearning cosine schedule "
+                      "(default: per dataset and scenario)")
+  r.add_argument("--optimizer", default="sgd", choices=catalog.OPTIMIZERS,
+                 help="optimizer behind every unlearning method (default: "
+                      "sgd)")
   r.add_argument("--max-examples", type=int, default=None,
                  help="cap train and test sizes")
   return p
@@ -183,6 +219,10 @@ def _check_ranges(args) -> None:
   for flag, value, ok, want in checks:
     if value is not None and not ok(value):
       raise CliError(f"{flag} must be {want}, got {value}")
+  if args.epochs == 0 and not args.allow_untrained:
+    raise CliError("--epochs 0 trains nothing (Original and Retrain would be "
+                   "their random initialization); add --allow-untrained to "
+                   "run it anyway")
   for flag, values in (("--seeds", args.seeds), ("--methods", args.methods)):
     dups = sorted({str(v) for v in values if values.count(v) > 1})
     if dups:
@@ -204,6 +244,7 @@ def _check_dir(flag: str, path: Path) -> None:
 
 
 def _quick(cfg: config_lib.RunConfig) -> config_lib.RunConfig:
+  from oeu_jax.runner import config as config_lib
   t = cfg.train or config_lib.default_train(cfg.dataset)
   u = cfg.unlearn or config_lib.default_unlearn(cfg.dataset, cfg.scenario)
   return dataclasses.replace(
@@ -215,6 +256,7 @@ def _loop_options(cfg: config_lib.RunConfig, *,
                   checkpoint_every: Optional[int],
                   skip_nonfinite: bool) -> config_lib.RunConfig:
   """Applies the checkpoint and non-finite flags to both loops."""
+  from oeu_jax.runner import config as config_lib
   t = cfg.train or config_lib.default_train(cfg.dataset)
   u = cfg.unlearn or config_lib.default_unlearn(cfg.dataset, cfg.scenario)
   extra = {"skip_nonfinite": True} if skip_nonfinite else {}
@@ -226,6 +268,7 @@ def _loop_options(cfg: config_lib.RunConfig, *,
 
 def demo_configs(seed: int) -> list:
   """The demo's two experiments: class-wise and 10% random forgetting."""
+  from oeu_jax.runner import config as config_lib
   base = config_lib.RunConfig(dataset="digits", model="cnn", bits="w4a8",
                               methods=("oeu",), seeds=(seed,))
   return [dataclasses.replace(base, scenario="class", forget_ratio=None,
@@ -249,6 +292,8 @@ def run_config_from_args(args) -> config_lib.RunConfig:
     if args.forget_class is None:
       raise CliError("--scenario class needs --forget-class C")
     ratio, fclass = None, args.forget_class
+  from oeu_jax import methods as methods_lib
+  from oeu_jax.runner import config as config_lib
   train = config_lib.default_train(args.dataset)
   if args.epochs is not None:
     train = train._replace(epochs=args.epochs)
@@ -266,27 +311,48 @@ def run_config_from_args(args) -> config_lib.RunConfig:
       scenario=args.scenario, forget_ratio=ratio, forget_class=fclass,
       methods=args.methods, seeds=args.seeds, train=train, unlearn=unl,
       optimizer=methods_lib.OptimizerConfig(name=args.optimizer),
-      max_examples=args.max_examples)
+      max_examples=args.max_examples, allow_untrained=args.allow_untrained)
+
+
+def _title(cfg: config_lib.RunConfig) -> str:
+  return (f"{cfg.dataset} / {cfg.model} / {cfg.bits} / {cfg.scenario} "
+          + (f"class {cfg.forget_class}" if cfg.scenario == "class"
+             else f"{cfg.forget_ratio:g}"))
 
 
 def execute(configs: Sequence[config_lib.RunConfig], workdir: Path, *,
             progress: bool, resume: bool = False, vmap_seeds: bool = False,
             mesh: Optional[Mesh] = None) -> list:
-  """Runs experiments, prints their tables, writes ``results.json``."""
-  records = []
+  """Runs experiments, prints their tables, merges them into results.json.
+
+  The work directory stays locked throughout; each configuration's records
+  are merged into ``results.json`` as soon as it finishes (records of other
+  configurations already there are kept).
+  """
+  from oeu_jax.runner import config as config_lib
+  from oeu_jax.runner import layout as layout_lib
+  from oeu_jax.runner import pipeline
+  from oeu_jax.runner import report
+  from oeu_jax.runner import workdir as workdir_lib
+
   for cfg in configs:
     config_lib.resolve(cfg)  # Fail fast, before any training.
-  for cfg in configs:
-    recs = pipeline.run(cfg, workdir, progress=progress, resume=resume,
-                        vmap_seeds=vmap_seeds, mesh=mesh,
-                        log=lambda s: print(s, file=sys.stderr, flush=True))
-    title = (f"{cfg.dataset} / {cfg.model} / {cfg.bits} / {cfg.scenario} "
-             + (f"class {cfg.forget_class}" if cfg.scenario == "class"
-                else f"{cfg.forget_ratio:g}"))
-    print(f"\n## {title}\n\n{report.format_table(recs)}\n", flush=True)
-    records.extend(recs)
-  layout_lib.write_results(records, workdir / layout_lib.RESULTS_JSON)
-  print(f"wrote {workdir / layout_lib.RESULTS_JSON}")
+  results = workdir / layout_lib.RESULTS_JSON
+  records = []
+  with workdir_lib.lock(workdir):
+    workdir_lib.read_results(results)  # Unreadable: refused before running.
+    for cfg in configs:
+      if cfg.unlearn is not None and cfg.unlearn.epochs == 0:
+        print("note: 0 unlearning epochs: no unlearning, the method rows "
+              "are the Original model", file=sys.stderr)
+      recs = pipeline.run(cfg, workdir, progress=progress, resume=resume,
+                          vmap_seeds=vmap_seeds, mesh=mesh,
+                          log=lambda s: print(s, file=sys.stderr, flush=True))
+      print(f"\n## {_title(cfg)}\n\n{report.format_table(recs)}\n",
+            flush=True)
+      workdir_lib.merge_results(recs, results)
+      records.extend(recs)
+  print(f"wrote {results}")
   return records
 
 
@@ -312,6 +378,7 @@ def _mesh(devices: Optional[int]) -> Optional[Mesh]:
   """``--devices N``: a mesh over the first N devices; None: one device."""
   if devices is None:
     return None
+  from oeu_jax import mesh as mesh_lib
   try:
     return mesh_lib.make_mesh(devices)
   except ValueError as e:
@@ -352,9 +419,41 @@ def export(args) -> int:
   return 0
 
 
+def _loaded(module: str, name: str) -> tuple:
+  """``module.name`` as a one-class tuple if that module is loaded (an
+  exception of a module never imported cannot have been raised)."""
+  mod = sys.modules.get(module)
+  return (getattr(mod, name),) if mod is not None else ()
+
+
+def _status(error: BaseException) -> Optional[int]:
+  """The exit status of an error, or None for a bug (re-raised)."""
+  failed = (FloatingPointError, AssertionError,
+            *_loaded("oeu_jax.checkpoint_io", "CheckpointError"),
+            *_loaded("oeu_jax.runner.workdir", "WorkdirBusy"))
+  if isinstance(error, failed):
+    return EXIT_FAILED
+  if isinstance(error, (CliError, ValueError, FileNotFoundError,
+                        NotADirectoryError)):
+    return EXIT_BAD_INPUT
+  if isinstance(error, OSError):  # Disk full, permissions, ...
+    return EXIT_FAILED
+  return None
+
+
 def _one_line(error: BaseException) -> str:
-  text = " ".join(str(error).split()) or type(error).__name__
-  return f"error: {text}"
+  """``error: ...`` in the command line's words, on one line."""
+  unfinished = _loaded("oeu_jax.loop", "UnfinishedRunError")
+  if unfinished and isinstance(error, unfinished):
+    text = (f"{error.directory} holds an unfinished run (checkpoint at step "
+            f"{error.step} of {error.total}): rerun with --resume to "
+            "continue it, or delete that directory to start over")
+  elif (isinstance(error, OSError) and error.filename
+        and not isinstance(error, FileNotFoundError)):
+    text = f"{error.filename}: {error.strerror or error}"
+  else:
+    text = str(error)
+  return f"error: {' '.join(text.split()) or type(error).__name__}"
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -372,18 +471,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     workdir = _workdir(args.workdir)
     execute(configs, workdir, progress=not args.no_progress,
             resume=args.resume, vmap_seeds=args.vmap_seeds, mesh=mesh)
-  except (checkpointing.CheckpointError, FloatingPointError,
-          AssertionError) as e:
-    print(_one_line(e), file=sys.stderr)
-    return EXIT_FAILED
-  except (CliError, ValueError, FileNotFoundError, NotADirectoryError) as e:
-    print(_one_line(e), file=sys.stderr)
-    return EXIT_BAD_INPUT
-  except OSError as e:  # Disk full, permissions, ...: names the path.
-    print(_one_line(e), file=sys.stderr)
-    return EXIT_FAILED
   except KeyboardInterrupt:
     print("interrupted; rerun the same command with --resume to continue "
           "from the last checkpoints", file=sys.stderr)
     return EXIT_INTERRUPTED
+  except Exception as e:
+    status = _status(e)
+    if status is None:
+      raise
+    print(_one_line(e), file=sys.stderr)
+    return status
   return 0

@@ -6,7 +6,9 @@ Most cases call :func:`oeu_jax.cli.main` in-process (fast); one runs
 reused once finished, and a corrupt checkpoint is reported by path.
 """
 
+import argparse
 import gzip
+import io
 import json
 import os
 import re
@@ -15,12 +17,23 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 
 from oeu_jax import checkpointing
 from oeu_jax import cli
+from oeu_jax import data
+from oeu_jax import loop
+from oeu_jax import methods
+from oeu_jax import models
+from oeu_jax import progress
+from oeu_jax import quantization
+from oeu_jax.runner import catalog
+from oeu_jax.runner import config
 from oeu_jax.runner import pipeline
+from oeu_jax.train import TrainConfig
+from oeu_jax.unlearn import UnlearnConfig
 
 RUN = ["run", "--dataset", "digits", "--no-progress"]
 IDX = ["run", "--dataset", "mnist_idx", "--data-dir", "{tmp}/idx",
@@ -137,6 +150,9 @@ CASES = [
      r"--unlearn-batch-size must be > 0, got 0"),
     ("epochs_negative", RUN + ["--epochs", "-1"], None, 2,
      r"--epochs must be >= 0, got -1"),
+    ("epochs_zero", RUN + ["--epochs", "0"], None, 2,
+     r"--epochs 0 trains nothing \(Original and Retrain would be their "
+     r"random initialization\); add --allow-untrained to run it anyway"),
     ("unlearn_epochs_negative", RUN + ["--unlearn-epochs", "-2"], None, 2,
      r"--unlearn-epochs must be >= 0, got -2"),
     ("epochs_float", RUN + ["--epochs", "1.5"], None, 2,
@@ -263,7 +279,10 @@ def test_failures_during_a_run_are_one_line(error, status, tmp_path, capsys,
   got, _, err = _run_main(RUN + ["--workdir", str(tmp_path)], capsys)
   assert got == status
   line = _assert_one_error_line(err, ".")
-  assert " ".join(str(error).split()) in line
+  if isinstance(error, OSError) and error.filename:
+    assert line == "error: /w/results.json: No space left on device"
+  else:
+    assert " ".join(str(error).split()) in line
 
 
 def test_subprocess_prints_one_line_and_no_traceback(tmp_path):
@@ -292,7 +311,8 @@ def test_interrupted_run_needs_resume(tmp_path, capsys, monkeypatch):
   # (tests/test_resume.py kills both loops for real).
   work = tmp_path / "w"
   argv = ["run", "--dataset", "digits", "--max-examples", "200", "--epochs",
-          "0", "--batch-size", "32", "--unlearn-epochs", "1",
+          "0", "--allow-untrained", "--batch-size", "32", "--unlearn-epochs",
+          "1",
           "--unlearn-batch-size", "32", "--checkpoint-every", "2",
           "--no-progress", "--workdir", str(work)]
   real_save = checkpointing.save_checkpoint
@@ -312,7 +332,9 @@ def test_interrupted_run_needs_resume(tmp_path, capsys, monkeypatch):
   assert status == 2
   line = _assert_one_error_line(
       err, r"/oeu-random0.1-\w+ holds an unfinished run \(checkpoint at step "
-      r"2 of 6\): rerun with --resume", alone=False)
+      r"2 of 6\): rerun with --resume to continue it, or delete that "
+      r"directory to start over$", alone=False)
+  assert "resume=True" not in line  # The API's words stay in the API.
   unlearned = Path(re.search(r"error: (\S+/oeu-\S+) ", line).group(1))
   assert unlearned.is_relative_to(work)
 
@@ -332,3 +354,144 @@ def test_interrupted_run_needs_resume(tmp_path, capsys, monkeypatch):
   status, _, err = _run_main(argv, capsys)
   assert status == 1
   _assert_one_error_line(err, re.escape(str(unlearned / "6")), alone=False)
+
+
+# Issue 15, item 7: a fast and complete command line.
+
+_HELP_WITHOUT_JAX = """
+import sys
+from oeu_jax import cli
+code = cli.main(sys.argv[1:])
+heavy = sorted(m for m in sys.modules
+               if m.split(".")[0] in ("jax", "flax", "optax", "orbax", "aqt"))
+print("heavy modules:", heavy, file=sys.stderr)
+sys.exit(code)
+"""
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["run", "--help"],
+                                  ["demo", "--help"], ["export", "--help"]])
+def test_help_imports_no_jax(argv):
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  proc = subprocess.run([sys.executable, "-c", _HELP_WITHOUT_JAX, *argv],
+                        capture_output=True, text=True, env=env, timeout=60,
+                        check=False)
+  assert proc.returncode == 0, proc.stderr
+  assert proc.stdout.startswith("usage: python -m oeu_jax")
+  assert proc.stderr.strip() == "heavy modules: []"
+
+
+def test_python_m_oeu_jax_help_imports_no_jax():
+  code = ("import runpy, sys; sys.argv = ['oeu_jax', 'run', '--help']\n"
+          "try:\n  runpy.run_module('oeu_jax', run_name='__main__')\n"
+          "except SystemExit:\n  pass\n"
+          "print('jax' in sys.modules, file=sys.stderr)")
+  proc = subprocess.run([sys.executable, "-c", code], capture_output=True,
+                        text=True, timeout=60, check=False)
+  assert proc.stderr.strip() == "False", proc.stderr
+  assert "--unlearn-lr" in proc.stdout
+
+
+def _actions(parser):
+  for action in parser._actions:  # pylint: disable=protected-access
+    if isinstance(action, argparse._SubParsersAction):  # pylint: disable=protected-access
+      for sub in action.choices.values():
+        yield from _actions(sub)
+    else:
+      yield parser.prog, action
+
+
+def test_every_flag_has_help():
+  missing = [(prog, a.option_strings) for prog, a in _actions(
+      cli.build_parser()) if a.option_strings and not a.help]
+  assert not missing
+
+
+def test_run_help_prints_the_per_dataset_defaults(capsys):
+  assert cli.main(["run", "--help"]) == 0
+  out = capsys.readouterr().out
+  for dataset in ("digits", "cifar10", "mnist_idx"):
+    t = config.default_train(dataset)
+    u = {s: config.default_unlearn(dataset, s) for s in ("random", "class")}
+    row = next(ln for ln in out.splitlines()
+               if ln.startswith(f"  {dataset} "))
+    assert f" {t.epochs}/{t.batch_size}/{t.lr:g}" in row, row
+    for s, c in u.items():
+      assert f"{s} {c.epochs}/{c.batch_size}/{c.lr:g}" in row, row
+
+
+def test_catalog_matches_the_modules():
+  assert catalog.DATASETS == data.DATASETS
+  assert catalog.SCENARIOS == data.SCENARIOS
+  assert catalog.MODELS == models.MODELS
+  assert catalog.BITS == quantization.BITS
+  assert catalog.METHODS == tuple(methods.METHODS)
+  assert catalog.OPTIMIZERS == methods.OPTIMIZERS
+  fallback = {k: getattr(TrainConfig(), k) for k in catalog.TRAIN_FALLBACK}
+  assert fallback == catalog.TRAIN_FALLBACK
+  fallback = {k: getattr(UnlearnConfig(), k)
+              for k in catalog.UNLEARN_FALLBACK}
+  assert fallback == catalog.UNLEARN_FALLBACK
+  for d in data.DATASETS:
+    assert config.default_train(d) == TrainConfig(**catalog.train_budget(d))
+    for s in data.SCENARIOS:
+      assert config.default_unlearn(d, s) == UnlearnConfig(
+          **catalog.unlearn_budget(d, s))
+
+
+class _Terminal:
+  def __init__(self):
+    self.text = ""
+
+  def isatty(self):
+    return True
+
+  def write(self, text):
+    self.text += text
+
+  def flush(self):
+    pass
+
+
+def test_progress_bar_only_on_a_terminal():
+  log = io.StringIO()
+  bar = progress.bar(400, "oeu", file=log, every=0.0)
+  assert isinstance(bar, progress.Lines)
+  bar.update(120)
+  bar.update(280)  # The end: one line at close, not at the last update.
+  bar.close()
+  lines = log.getvalue().splitlines()
+  assert [ln.split(",")[0] for ln in lines] == [
+      "oeu: 120/400 steps (30%)", "oeu: 400/400 steps (100%)"]
+  assert "\r" not in log.getvalue()
+  tty = _Terminal()
+  bar = progress.bar(10, "oeu", file=tty)
+  assert not isinstance(bar, progress.Lines)  # tqdm.
+  bar.update(10)
+  bar.close()
+  assert "\r" in tty.text
+
+
+def _readme_snippet() -> str:
+  text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+  section = text.split("## The method in twelve lines", 1)[1]
+  return section.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def test_readme_snippet_runs_as_written():
+  namespace = {}
+  exec(compile(_readme_snippet(), "README.md", "exec"), namespace)  # pylint: disable=exec-used
+  before, after = namespace["params0"], namespace["params"]
+  assert jax.tree.structure(before) == jax.tree.structure(after)
+  assert all(np.isfinite(x).all() for x in jax.tree.leaves(after))
+  assert any(not np.array_equal(a, b) for a, b in zip(
+      jax.tree.leaves(before), jax.tree.leaves(after)))
+
+
+def test_unfinished_run_message_names_the_api_argument(tmp_path):
+  checkpointing.save_checkpoint(tmp_path, 2, {"x": 1})
+  with pytest.raises(loop.UnfinishedRunError) as info:
+    loop.resume_step(str(tmp_path), 6, resume=False)
+  assert "pass resume=True to continue it" in str(info.value)
+  assert "--resume" not in str(info.value)
+  assert (info.value.step, info.value.total) == (2, 6)

@@ -6,9 +6,9 @@ salted ``hash``, on set or dict ordering, on the clock or on process state.
 Every metric must be equal (not close); only the wall-clock timings differ.
 
 To keep the suite fast the Original and Retrain are not trained (``--epochs
-0``: both are the seed's initialization); the runs make the split, unlearn
-with OEU and evaluate. That training itself is deterministic across
-processes is asserted bit for bit by tests/test_resume.py, whose
+0 --allow-untrained``: both are the seed's initialization); the runs make the
+split, unlearn with OEU and evaluate. That training itself is deterministic
+across processes is asserted bit for bit by tests/test_resume.py, whose
 uninterrupted process must match the killed-and-resumed ones.
 """
 
@@ -20,7 +20,7 @@ import sys
 TIMING_KEYS = ("rte_s", "rte_with_compile_s")
 
 ARGS = ["run", "--dataset", "digits", "--max-examples", "200", "--epochs",
-        "0", "--batch-size", "32", "--unlearn-epochs", "1",
+        "0", "--allow-untrained", "--batch-size", "32", "--unlearn-epochs", "1",
         "--unlearn-batch-size", "32", "--seeds", "1", "--no-progress"]
 
 

@@ -75,6 +75,9 @@ def test_second_run_reuses_original_and_retrain(class_run, monkeypatch):
   for a, b in zip(records, again):
     for k in ("ua", "ra", "ta", "mia_efficacy", "rte_s"):
       assert a[k] == b[k], (a["method"], k)
+  # A reused unlearning run reports the metrics it stored, not {}.
+  assert again[2]["train_metrics"] and (
+      again[2]["train_metrics"] == records[2]["train_metrics"])
 
 
 def test_cli_run_writes_results_json(tmp_path, capsys):
