@@ -49,7 +49,7 @@ def method_config(entry: dict, method: str, *, dataset: str, scenario: str,
       model, num_classes=10, bits=bits), **hp)
   ucfg = protocol.unlearn_config(
       built, num_forget, num_retain,
-      base=config_lib.default_unlearn(dataset, scenario), lr=pick["lr"],
+      base=protocol.BASE, lr=pick["lr"],
       train_epochs=train.epochs, epochs=pick["epochs"])
   ucfg = dataclasses.replace(ucfg, skip_nonfinite=True)
   if method == "l1_sparse":
@@ -60,7 +60,7 @@ def method_config(entry: dict, method: str, *, dataset: str, scenario: str,
       forget_ratio=forget_ratio, methods=(method,), seeds=tuple(seeds),
       train=train, unlearn=ucfg,
       method_hparams=((method, tuple(sorted(hp.items()))),) if hp else (),
-      max_examples=max_examples)
+      max_examples=max_examples, mia_exclude_forget_class=True)
 
 
 def _cell(values) -> str:
@@ -90,7 +90,8 @@ def markdown(records: list, *, title: str) -> str:
     if m == best:
       mark = " (best baseline)"
     flagged = sum(1 for r in recs
-                  if r.get("train_metrics", {}).get("skipped_steps"))
+                  if r.get("train_metrics", {}).get("skipped_steps")
+                  or r.get("nonfinite_logits"))
     lines.append(
         f"| {m}{mark} | " + " | ".join(_cell([r[k] for r in recs])
                                       for k in KEYS)

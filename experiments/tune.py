@@ -57,7 +57,7 @@ def trial_config(args, method: str, seed: int, fc, split, lr: float,
                              bits=args.bits)
   built = methods_lib.build_method(method, model, **dict(
       protocol.FIXED.get(method, ())), **knob)
-  base = config_lib.default_unlearn(args.dataset, args.scenario)
+  base = protocol.BASE
   ucfg = protocol.unlearn_config(
       built, len(split.forget_idx), len(split.retain_idx), base=base,
       lr=lr, train_epochs=train.epochs, cap=args.cap)
@@ -70,7 +70,8 @@ def trial_config(args, method: str, seed: int, fc, split, lr: float,
       forget_ratio=None if fc is not None else args.forget_ratio,
       forget_class=fc, methods=(method,), seeds=(seed,), train=train,
       unlearn=ucfg, method_hparams=((method, tuple(sorted(hp.items()))),)
-      if hp else (), max_examples=args.max_examples)
+      if hp else (), max_examples=args.max_examples,
+      mia_exclude_forget_class=True)
 
 
 def tune_method(args, method: str, unit_list, train, done: dict) -> dict:

@@ -283,8 +283,9 @@ def make_step(method: methods_lib.Method, tx: optax.GradientTransformation,
                                    **out.extra)
     params = optax.apply_updates(state.params, updates)
     metrics = dict(out.metrics)
+    # The new parameters too: a finite update can still overflow them.
     metrics["finite"] = transforms.tree_is_finite(
-        (updates, [v for v in out.metrics.values()]))
+        (updates, params, [v for v in out.metrics.values()]))
     new_state = UnlearnState(params, out.batch_stats, opt_state,
                              out.method_state, state.step + 1, state.rng)
     if skip_nonfinite:

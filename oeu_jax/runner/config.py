@@ -47,6 +47,11 @@ class RunConfig:
     max_examples: cap train and test sizes (quick runs).
     allow_untrained: accept ``train.epochs == 0`` (Original and Retrain are
       then the seed's initialization; :func:`resolve` refuses it otherwise).
+    mia_exclude_forget_class: class-wise MIA-efficacy with the forgotten
+      class removed from the shadow non-members (SalUn's class-wise test
+      set drops it: ``dataset.py``); default False keeps the whole test set
+      as non-members. The protocol tables (``experiments/table.py``) set
+      it.
   """
   dataset: str = "digits"
   data_dir: Optional[str] = None
@@ -65,6 +70,7 @@ class RunConfig:
   method_hparams: tuple = ()
   max_examples: Optional[int] = None
   allow_untrained: bool = False
+  mia_exclude_forget_class: bool = False
 
 
 # Budgets scaled to each dataset (the numbers and their provenance:

@@ -25,7 +25,8 @@ ENTROPY_BINS = 20
 
 def evaluate(model, params: Any, batch_stats: Any, dataset: data_lib.Dataset,
              split: data_lib.Split, *, forget_class: Optional[int] = None,
-             batch_size: int = 512) -> dict:
+             batch_size: int = 512,
+             mia_exclude_forget_class: bool = False) -> dict:
   """UA, RA, TA, MIA-efficacy and the forgetting diagnostics of one model.
 
   Args:
@@ -37,17 +38,27 @@ def evaluate(model, params: Any, batch_stats: Any, dataset: data_lib.Dataset,
     forget_class: the forgotten class in class-wise forgetting (TA is then on
       the remaining classes and ``forget_class_ta`` is added).
     batch_size: evaluation batch size.
+    mia_exclude_forget_class: with ``forget_class``, drop that class from
+      the MIA's shadow non-members (SalUn's class-wise convention).
 
   Returns:
     A dict of metrics (accuracies and MIA-efficacy in percent), plus the
     predicted-class histogram on D_f (``pred_hist``) and a histogram of the
     normalized entropy on D_f (``entropy_hist``: ``ENTROPY_BINS`` counts over
-    ``[0, 1]``).
+    ``[0, 1]``). A model whose logits are not finite (a diverged run) is
+    scored on logits clipped to +-1e4 (NaN: 0) and flagged with
+    ``nonfinite_logits: True``.
   """
   train_logits = train.predict(model, params, batch_stats, dataset.train_x,
                                batch_size=batch_size)
   test_logits = train.predict(model, params, batch_stats, dataset.test_x,
                               batch_size=batch_size)
+  finite = bool(np.isfinite(train_logits).all()
+                and np.isfinite(test_logits).all())
+  if not finite:  # A diverged model: scored on clipped logits, flagged.
+    train_logits, test_logits = (
+        np.nan_to_num(v, nan=0.0, posinf=1e4, neginf=-1e4)
+        for v in (train_logits, test_logits))
   shadow = data_lib.mia_shadow_indices(split, len(dataset.test_y))
   y = dataset.train_y
   forget_logits = train_logits[split.forget_idx]
@@ -59,7 +70,11 @@ def evaluate(model, params: Any, batch_stats: Any, dataset: data_lib.Dataset,
       test_logits=test_logits, test_labels=dataset.test_y,
       shadow_member_logits=train_logits[shadow],
       shadow_member_labels=y[shadow],
-      forget_class=forget_class)
+      forget_class=forget_class,
+      shadow_exclude_class=(forget_class if mia_exclude_forget_class
+                            else None))
+  if not finite:
+    record["nonfinite_logits"] = True
   counts, _ = np.histogram(metrics.normalized_entropy(forget_logits),
                            bins=ENTROPY_BINS, range=(0.0, 1.0))
   record["entropy_hist"] = [int(c) for c in counts]

@@ -272,7 +272,8 @@ def _run(cfg: config_lib.RunConfig, workdir: str | Path, *, progress: bool,
         rec["unlearn_epochs"] = int(cfg.unlearn.epochs)
       rec.update(evaluate_lib.evaluate(
           model, res.state.params, res.state.batch_stats, dataset, split,
-          forget_class=fc))
+          forget_class=fc,
+          mia_exclude_forget_class=cfg.mia_exclude_forget_class))
       rec["rte_s"] = float(t["seconds"])
       rec["rte_with_compile_s"] = float(t["seconds"] + t["compile_seconds"])
       if with_metrics:

@@ -1,0 +1,135 @@
+"""The comparison protocol: compute cap, search space, tuner, flagged rows.
+
+The tuner runs on real digits at a tiny budget (300 images, 4 training
+epochs, class-wise forgetting of class 0 on tuning seed 100).
+"""
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+
+from experiments import protocol
+from experiments import table
+from experiments import tune
+from oeu_jax import data
+from oeu_jax import methods
+from oeu_jax import unlearn
+from oeu_jax.runner import config as config_lib
+from oeu_jax.runner import pipeline
+
+
+def test_cost_per_epoch_counts_each_schedule():
+  base = unlearn.UnlearnConfig(batch_size=10)
+  seq = unlearn.resolve(base, methods.build_method("rl", None))
+  assert protocol.cost_per_epoch(25, 100, seq) == 30 + 100  # wraps to 3x10
+  ga = unlearn.resolve(base, methods.build_method("ga", None))
+  assert protocol.cost_per_epoch(25, 100, ga) == 30
+  ft = unlearn.resolve(base, methods.build_method("ft", None))
+  assert protocol.cost_per_epoch(25, 100, ft) == 100
+  oeu = unlearn.resolve(base, methods.build_method("oeu", None))
+  assert protocol.cost_per_epoch(25, 100, oeu) == 10 * (10 + 10)
+
+
+def test_capped_epochs_stay_under_the_cap():
+  for name in ("rl", "ga", "ft", "oeu", "scrub", "qmul"):
+    m = methods.build_method(name, None)
+    cfg = protocol.unlearn_config(m, 180, 1250, base=protocol.BASE, lr=0.01,
+                                  train_epochs=30)
+    cost = sum(protocol.cost_per_epoch(180, 1250, cfg, e)
+               for e in range(cfg.epochs))
+    assert cfg.epochs >= 1
+    assert cost <= protocol.CAP * 30 * 1250 or cfg.epochs == 1
+    more = sum(protocol.cost_per_epoch(180, 1250, cfg, e)
+               for e in range(cfg.epochs + 1))
+    assert more > protocol.CAP * 30 * 1250  # As many epochs as fit.
+
+
+def test_grid_spans_a_decade_and_a_half_around_the_reference():
+  for name, ref in protocol.REFERENCE_LR.items():
+    lrs = sorted({lr for lr, _ in protocol.grid(name)})
+    assert math.log10(lrs[-1] / lrs[0]) == pytest.approx(1.5, abs=0.01)
+    assert lrs[0] < ref < lrs[-1]
+  assert {tuple(kv.items()) for _, kv in protocol.grid("salun")} == {
+      (("sparsity", 0.5),), (("sparsity", 0.3),)}
+
+
+def test_tuning_and_table_seeds_are_disjoint():
+  assert not set(protocol.TUNING_SEEDS) & set(protocol.TABLE_SEEDS)
+  assert len(protocol.TABLE_SEEDS) >= 5
+  assert tune.main(["--dataset", "digits", "--scenario", "class",
+                    "--seeds", "0,100"]) == 2
+
+
+@pytest.fixture(scope="module")
+def tiny_tuner(tmp_path_factory):
+  work = tmp_path_factory.mktemp("tune")
+  args = tune.build_parser().parse_args([
+      "--dataset", "digits", "--scenario", "class", "--max-examples", "300",
+      "--train-epochs", "4", "--workdir", str(work)])
+  ds = data.load_dataset("digits", max_examples=300)
+  args.num_classes = ds.num_classes
+  train = config_lib.default_train("digits")._replace(epochs=4)
+  units = tune.units(ds, "class", (100,), 0.1)
+  return args, units, train
+
+
+def test_tuner_picks_the_better_of_two_learning_rates(tiny_tuner,
+                                                      monkeypatch):
+  args, units, train = tiny_tuner
+  # 1e-7 leaves the Original as it is (UA 0 against Retrain's 100); 0.05
+  # forgets the class.
+  monkeypatch.setattr(protocol, "grid", lambda m: [(1e-7, {}), (0.05, {})])
+  res = tune.tune_method(args, "rl", units, train, {})
+  lo, hi = res["trials"]
+  assert lo["score"] > hi["score"] + 5
+  assert res["pick"]["lr"] == 0.05
+  assert not lo["diverged"] and not hi["diverged"]
+
+
+def test_a_diverging_setting_is_rejected_and_flagged(tiny_tuner,
+                                                    monkeypatch):
+  args, units, train = tiny_tuner
+  monkeypatch.setattr(protocol, "grid", lambda m: [(1e12, {}), (1e-4, {})])
+  res = tune.tune_method(args, "ga", units, train, {})
+  bad, good = res["trials"]
+  assert bad["diverged"] and bad["score"] == math.inf
+  assert res["pick"]["lr"] == 1e-4
+
+
+def _rec(method, seed, gap_shift, skipped=0):
+  return {"method": method, "seed": seed, "forget_class": 0,
+          "ua": 90.0 + gap_shift, "ra": 99.0, "ta": 95.0,
+          "mia_efficacy": 80.0 + gap_shift, "rte_s": 1.0,
+          "train_metrics": {"skipped_steps": skipped} if skipped else {}}
+
+
+def test_table_flags_skipped_rows_and_marks_significance():
+  recs = []
+  for s in range(5):
+    recs.append(_rec("retrain", s, 0.0))
+    recs.append(_rec("oeu", s, 1.0 + 0.01 * s))
+    recs.append(_rec("rl", s, 8.0 + 0.3 * s, skipped=3 if s == 0 else 0))
+  md = table.markdown(recs, title="t")
+  rows = {line.split("|")[1].strip(): line for line in md.splitlines()
+          if line.startswith("| ") and "method" not in line}
+  assert rows["rl (best baseline)"].rstrip(" |").endswith("1")
+  assert "oeu *" in rows  # Clearly better over 5 paired units.
+  assert "significant at 0.05" in md
+  # Identical methods: not significant.
+  same = [r for r in recs if r["method"] != "rl"] + [
+      dict(r, method="rl") for r in recs if r["method"] == "oeu"]
+  assert "oeu ≈" in table.markdown(same, title="t")
+
+
+def test_a_diverging_table_run_is_reported_not_raised(tiny_tuner):
+  args, units, train = tiny_tuner
+  seed, fc, split = units[0]
+  cfg = tune.trial_config(args, "ga", seed, fc, split, 1e12, {}, train)
+  cfg = dataclasses.replace(cfg, unlearn=dataclasses.replace(
+      cfg.unlearn, skip_nonfinite=True))
+  recs = pipeline.run(cfg, args.workdir, resume=True, log=lambda *_: None)
+  ga = next(r for r in recs if r["method"] == "ga")
+  assert ga["train_metrics"]["skipped_steps"] >= 1
+  assert all(np.isfinite(ga[k]) for k in ("ua", "ra", "ta", "mia_efficacy"))
