@@ -1,14 +1,10 @@
 """Flax Linen classifiers with injectable quantization.
 
-Every weight layer is a :class:`QDense` or a :class:`QConv`. With a float spec
-(``None`` or ``QuantSpec(None, None)``) they compute exactly what
-``flax.linen.Dense`` / ``flax.linen.Conv`` compute, with the same parameter
-names, shapes and initializers. With a quantized spec they route the matmul
-through the AQT ``dot_general`` of :mod:`oeu_jax.quantization`; convolutions
-are lowered to image patches and a matmul, because AQT's own convolution has
-no straight-through gradient (its kernel and input gradients are exactly zero,
-google/aqt#285). AQT adds no variables in training mode, so a float model and
-its quantized twin share one parameter tree.
+Every weight layer is a :class:`~oeu_jax.layers.QDense` or a
+:class:`~oeu_jax.layers.QConv` (both re-exported here): float when the spec
+is ``None``, AQT fake-quantized with straight-through gradients otherwise. AQT
+adds no variables in training mode, so a float model and its quantized twin
+share one parameter tree.
 
 BatchNorm stays in float, as in Q-MUL. With ``float_ends=True`` the first
 convolution and the final classifier stay in float too.
@@ -32,6 +28,8 @@ import jax
 import jax.numpy as jnp
 
 from oeu_jax import quantization
+from oeu_jax.layers import QConv
+from oeu_jax.layers import QDense
 from oeu_jax.quantization import QuantSpec
 
 __all__ = [
@@ -49,231 +47,6 @@ __all__ = [
 ]
 
 MODELS = ("cnn", "resnet18", "mobilenetv2")
-
-_DN = ("NHWC", "HWIO", "NHWC")
-
-
-def _pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
-  if isinstance(value, int):
-    return (value, value)
-  value = tuple(value)
-  if len(value) != 2 or not all(isinstance(v, int) for v in value):
-    raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}.")
-  return value
-
-
-def _canonical_padding(padding):
-  if isinstance(padding, str):
-    if padding.upper() not in ("SAME", "VALID"):
-      raise ValueError(
-          f"padding must be 'SAME', 'VALID', an int or ((lo, hi), (lo, hi)),"
-          f" got {padding!r}.")
-    return padding.upper()
-  if isinstance(padding, int):
-    return ((padding, padding), (padding, padding))
-  try:
-    pads = tuple((p, p) if isinstance(p, int) else tuple(p) for p in padding)
-  except TypeError:
-    pads = ()
-  if len(pads) != 2 or any(len(p) != 2 for p in pads):
-    raise ValueError(
-        f"padding must be 'SAME', 'VALID', an int or ((lo, hi), (lo, hi)),"
-        f" got {padding!r}.")
-  return pads
-
-
-def _kernel(module: nn.Module, shape: tuple[int, ...]) -> jax.Array:
-  """The float kernel parameter; a zero placeholder when serving.
-
-  In ``"serve"`` mode (:func:`oeu_jax.quantization.serves_frozen_weights`)
-  AQT reads the integer kernel and its scales from the ``"aqt"`` collection
-  and never uses this array's values, so the layer has no ``kernel``
-  parameter and the serving tree holds no float copy of it.
-  """
-  if quantization.serves_frozen_weights(module.quant):
-    return jnp.zeros(shape, jnp.float32)
-  return module.param("kernel", module.kernel_init, shape, jnp.float32)
-
-
-class QDense(nn.Module):
-  """A dense layer, fake-quantized when ``quant`` asks for it.
-
-  Float path: identical to ``nn.Dense(features)`` (same ``kernel``/``bias``
-  names, shapes, initializers and arithmetic). Quantized path: the same
-  contraction through AQT (weights per output channel, activations per
-  tensor, straight-through gradients).
-
-  Attributes:
-    features: number of outputs.
-    quant: bit widths; ``None`` or ``QuantSpec(None, None)`` is float.
-    use_bias: whether to add a bias.
-    kernel_init: kernel initializer (``nn.Dense``'s default).
-    bias_init: bias initializer (``nn.Dense``'s default).
-  """
-
-  features: int
-  quant: QuantSpec | None = None
-  use_bias: bool = True
-  kernel_init: Any = nn.initializers.lecun_normal()
-  bias_init: Any = nn.initializers.zeros_init()
-
-  @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    """Applies the layer.
-
-    Args:
-      x: ``(..., in_features)`` float array.
-
-    Returns:
-      ``(..., features)`` array.
-    """
-    kernel = _kernel(self, (jnp.shape(x)[-1], self.features))
-    dims = (((x.ndim - 1,), (0,)), ((), ()))
-    dot_general = quantization.make_dot_general(self.quant)
-    if dot_general is None:
-      y = jax.lax.dot_general(x, kernel, dims, precision=None)
-    else:
-      y = dot_general(x, kernel, dims, None)
-    if self.use_bias:
-      bias = self.param("bias", self.bias_init, (self.features,), jnp.float32)
-      y += jnp.reshape(bias, (1,) * (y.ndim - 1) + (-1,))
-    return y
-
-
-class QConv(nn.Module):
-  """A 2-D convolution (NHWC / HWIO), fake-quantized when asked.
-
-  Float path: identical to ``nn.Conv`` with the same arguments (same
-  ``kernel`` of shape ``(kh, kw, in_features // feature_group_count,
-  features)``, same ``bias``, same ``lax.conv_general_dilated`` call).
-
-  Quantized path: strided slices of the padded input give image patches
-  with the feature axis ordered ``(kh, kw, C_in)``, the kernel reshaped to
-  ``(kh*kw*C_in, features)`` matches that order, and the two are contracted
-  by the AQT ``dot_general``. The per-tensor activation scale is the absmax
-  of the patches, i.e. of the input pixels the convolution reads (all of
-  them, except for strided convolutions that skip some, e.g. a stride-2 1x1
-  shortcut); weight scales are per output channel. Grouped and depthwise
-  convolutions (``feature_group_count > 1``) use the group as a dot-general
-  batch dimension, so they are quantized the same way and also get
-  straight-through gradients. The patches take ``kh * kw`` times the input's
-  memory.
-
-  Attributes:
-    features: number of output channels.
-    kernel_size: ``(kh, kw)`` or an int.
-    strides: an int or ``(sh, sw)``.
-    padding: ``"SAME"``, ``"VALID"``, an int, a pair of ints, or
-      ``((lo, hi), (lo, hi))``, as for ``nn.Conv``.
-    use_bias: whether to add a bias.
-    feature_group_count: number of groups; ``in_features`` for depthwise.
-    quant: bit widths; ``None`` or ``QuantSpec(None, None)`` is float.
-    kernel_init: kernel initializer (``nn.Conv``'s default).
-    bias_init: bias initializer (``nn.Conv``'s default).
-  """
-
-  features: int
-  kernel_size: int | Sequence[int] = (3, 3)
-  strides: int | Sequence[int] = 1
-  padding: Any = "SAME"
-  use_bias: bool = True
-  feature_group_count: int = 1
-  quant: QuantSpec | None = None
-  kernel_init: Any = nn.initializers.lecun_normal()
-  bias_init: Any = nn.initializers.zeros_init()
-
-  @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    """Applies the convolution.
-
-    Args:
-      x: ``(N, H, W, C_in)`` float array.
-
-    Returns:
-      ``(N, H', W', features)`` array.
-
-    Raises:
-      ValueError: if ``x`` is not 4-D or the channels do not split into
-        ``feature_group_count`` groups.
-    """
-    if x.ndim != 4:
-      raise ValueError(f"QConv expects NHWC input, got shape {x.shape}.")
-    kh, kw = _pair(self.kernel_size, "kernel_size")
-    strides = _pair(self.strides, "strides")
-    padding = _canonical_padding(self.padding)
-    groups = self.feature_group_count
-    c_in = x.shape[-1]
-    if groups < 1 or c_in % groups or self.features % groups:
-      raise ValueError(
-          f"feature_group_count={groups} must divide in_features={c_in} and"
-          f" features={self.features}.")
-    kernel = _kernel(self, (kh, kw, c_in // groups, self.features))
-
-    dot_general = quantization.make_dot_general(self.quant)
-    if dot_general is None:
-      y = jax.lax.conv_general_dilated(
-          x, kernel, window_strides=strides, padding=padding,
-          lhs_dilation=(1, 1), rhs_dilation=(1, 1),
-          dimension_numbers=jax.lax.conv_dimension_numbers(
-              x.shape, kernel.shape, _DN),
-          feature_group_count=groups, precision=None)
-    else:
-      patches = _extract_patches(x, (kh, kw), strides, padding)
-      y = _patch_matmul(dot_general, patches, kernel, groups)
-
-    if self.use_bias:
-      bias = self.param("bias", self.bias_init, (self.features,), jnp.float32)
-      y += jnp.reshape(bias, (1, 1, 1, -1))
-    return y
-
-
-def _extract_patches(x: jax.Array, window: tuple[int, int],
-                     strides: tuple[int, int], padding) -> jax.Array:
-  """``(N, H', W', kh*kw*C)`` image patches, feature axis ordered (kh, kw, C).
-
-  Strided slices of the padded input: exact data movement. The alternative,
-  ``lax.conv_general_dilated_patches``, is a grouped convolution with a
-  one-hot kernel: it made a quantized ResNet-18 training step about 18x
-  slower on CPU, and a convolution may run at reduced precision under a
-  backend's default (TF32/bf16 passes). The (kh, kw, C) order matches a
-  row-major reshape of the HWIO kernel.
-  """
-  (kh, kw), (sh, sw) = window, strides
-  if isinstance(padding, str):
-    padding = jax.lax.padtype_to_pads(x.shape[1:3], window, strides, padding)
-  x = jnp.pad(x, ((0, 0), tuple(padding[0]), tuple(padding[1]), (0, 0)))
-  n, h, w, c = x.shape
-  out_h, out_w = (h - kh) // sh + 1, (w - kw) // sw + 1
-  if out_h < 1 or out_w < 1:
-    raise ValueError(
-        f"A {window} window does not fit the padded input {(h, w)}.")
-  slices = [
-      jax.lax.slice(x, (0, i, j, 0),
-                    (n, i + (out_h - 1) * sh + 1, j + (out_w - 1) * sw + 1, c),
-                    (1, sh, sw, 1))
-      for i in range(kh) for j in range(kw)]
-  return slices[0] if len(slices) == 1 else jnp.concatenate(slices, axis=-1)
-
-
-def _patch_matmul(dot_general, patches: jax.Array, kernel: jax.Array,
-                  groups: int) -> jax.Array:
-  """Contracts (kh, kw, C_in)-ordered patches with an HWIO kernel."""
-  kh, kw, cg_in, c_out = kernel.shape
-  if groups == 1:
-    w = kernel.reshape(kh * kw * cg_in, c_out)
-    return dot_general(patches, w, (((3,), (0,)), ((), ())), None)
-  n, h, wd, _ = patches.shape
-  cg_out = c_out // groups
-  # lax groups split channels into contiguous blocks: group g reads input
-  # channels [g*cg_in, (g+1)*cg_in) and writes outputs [g*cg_out, ...).
-  p = patches.reshape(n, h, wd, kh * kw, groups, cg_in)
-  p = jnp.transpose(p, (0, 1, 2, 4, 3, 5)).reshape(
-      n, h, wd, groups, kh * kw * cg_in)
-  w = kernel.reshape(kh, kw, cg_in, groups, cg_out)
-  w = jnp.transpose(w, (3, 0, 1, 2, 4)).reshape(groups, kh * kw * cg_in,
-                                                cg_out)
-  y = dot_general(p, w, (((4,), (1,)), ((3,), (0,))), None)  # (G,N,H,W,Fg)
-  return jnp.transpose(y, (1, 2, 3, 0, 4)).reshape(n, h, wd, c_out)
 
 
 def _end(quant: QuantSpec | None, float_ends: bool) -> QuantSpec | None:

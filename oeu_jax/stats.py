@@ -1,7 +1,6 @@
 """Statistics over seeds for unlearning tables (NumPy / SciPy, host only).
 
-What a reviewer expects beside each number of a results table (METHOD.md
-section 6):
+What a reviewer expects beside each number of a results table:
 
 * ``summary``: mean, sample std (``ddof=1``) and a Student-t confidence
   interval of one metric over seeds.
@@ -20,7 +19,8 @@ section 6):
 Records are the dicts of ``results.json`` (``method, seed, ua, ra, ta,
 mia_efficacy, ...`` and, for class-wise forgetting, ``forget_class``). The
 functions take lists of records of one method each; ``by_method`` splits a
-whole ``results.json`` list.
+whole ``results.json`` list. Pairing records unit by unit (``paired_units``,
+``PAIR_BY``) lives in :mod:`oeu_jax.pairing` and is re-exported here.
 
 Non-finite metrics (a diverged run) are not an error here: they propagate as
 NaN, a paired test involving one is not significant, and ``best_baseline``
@@ -48,10 +48,9 @@ from scipy import stats as sp_stats
 
 from oeu_jax.metrics import GAP_KEYS
 from oeu_jax.metrics import avg_gap
+from oeu_jax.pairing import PAIR_BY
+from oeu_jax.pairing import paired_units
 
-# Record keys that identify a paired unit; those present in the records are
-# used (random forgetting records carry ``forget_class: None``, which is fine).
-PAIR_BY = ("seed", "forget_class")
 # Methods that are not baselines: the method itself, the references and the
 # OEU ablations (experiments/ablations.py).
 NON_BASELINES = ("oeu", "original", "retrain", "oeu_no_proj", "rl_proj",
@@ -230,76 +229,6 @@ def avg_gap_of_means(
 
   return float(np.mean([abs(mean(method_records, k) - mean(retrain_records, k))
                         for k in keys]))
-
-
-def _pair_keys(records: Sequence[Mapping[str, Any]], pair_by) -> tuple:
-  """The keys of ``pair_by`` that the records carry (all or none of them)."""
-  used = []
-  for key in pair_by:
-    has = [key in rec for rec in records]
-    if all(has):
-      used.append(key)
-    elif any(has):
-      raise ValueError(
-          f"pairing key {key!r} is in some records but not in others."
-      )
-  if not used:
-    raise ValueError(f"the records carry none of the pairing keys {pair_by}.")
-  return tuple(used)
-
-
-def _index_units(records, pair_keys, name) -> dict:
-  index = {}
-  for rec in records:
-    unit = tuple(rec[k] for k in pair_keys)
-    if unit in index:
-      raise ValueError(
-          f"{name} has two records for unit {dict(zip(pair_keys, unit))};"
-          f" pair by more keys (pair_by) or drop duplicates."
-      )
-    index[unit] = rec
-  return index
-
-
-def _unit_sort_key(unit):
-  return tuple((v is not None, v) for v in unit)
-
-
-def paired_units(
-    *record_lists: Sequence[Mapping[str, Any]],
-    pair_by: Sequence[str] = PAIR_BY,
-) -> tuple[tuple[str, ...], list, list]:
-  """Pairs several methods' records by unit (seed, forgotten class, ...).
-
-  Args:
-    *record_lists: One list of records per method.
-    pair_by: Candidate pairing keys; the ones present in every record are
-      used (present in some records only is an error).
-
-  Returns:
-    ``(keys, units, rows)``: the pairing keys used, the sorted list of unit
-    tuples, and for each list in ``record_lists`` its records in unit order.
-
-  Raises:
-    ValueError: If a list is empty, none of ``pair_by`` is present, a unit
-      appears twice in a list, or the lists do not cover the same units.
-  """
-  for i, recs in enumerate(record_lists):
-    if not recs:
-      raise ValueError(f"record list {i} is empty.")
-  keys = _pair_keys([r for recs in record_lists for r in recs], tuple(pair_by))
-  indexes = [_index_units(recs, keys, f"record list {i}")
-             for i, recs in enumerate(record_lists)]
-  units = set(indexes[0])
-  for i, index in enumerate(indexes[1:], start=1):
-    if set(index) != units:
-      only = sorted(set(index) ^ units, key=_unit_sort_key)
-      raise ValueError(
-          f"record list {i} and record list 0 differ in units {only}"
-          f" (pairing keys {keys}); a paired statistic needs the same units."
-      )
-  units = sorted(units, key=_unit_sort_key)
-  return keys, units, [[index[u] for u in units] for index in indexes]
 
 
 def per_unit_gaps(

@@ -7,7 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from oeu_jax import logit_math
 from oeu_jax import metrics
+from oeu_jax import mia
 from oeu_jax.metrics import accuracy
 from oeu_jax.metrics import avg_gap
 from oeu_jax.metrics import forgetting_diagnostics
@@ -226,7 +228,8 @@ def test_summarize_groups_by_method():
 
 
 def test_doctests():
-  assert doctest.testmod(metrics).failed == 0
+  for module in (logit_math, mia, metrics):
+    assert doctest.testmod(module).failed == 0
 
 
 def _reference_mia(member, member_y, nonmember, nonmember_y, target,

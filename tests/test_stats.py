@@ -10,6 +10,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from scipy import stats as sp_stats
 
+from oeu_jax import pairing
 from oeu_jax import stats
 from oeu_jax.stats import avg_gap_of_means
 from oeu_jax.stats import best_baseline
@@ -281,4 +282,5 @@ def test_bootstrap_interval_in_range_and_swap_symmetry(pairs):
 
 
 def test_doctests():
-  assert doctest.testmod(stats).failed == 0
+  for module in (pairing, stats):
+    assert doctest.testmod(module).failed == 0
