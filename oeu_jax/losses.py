@@ -2,6 +2,10 @@
 
 Every function takes logits of shape ``(N, K)`` and works in float32 whatever
 the input dtype, so that bf16 logits and extreme values (±1e4) stay finite.
+Masked classes (logits of ``-inf``, e.g. classes excluded from a head) have
+probability 0 and follow the convention ``0 log 0 = 0``: entropies, the
+forget loss and KL terms stay finite, with finite gradients, as
+cross-entropy does (the label's own logit must be finite).
 
 References:
   Forget by Uncertainty: Orthogonal Entropy Unlearning for Quantized Neural
@@ -54,11 +58,19 @@ def mean_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
   return jnp.mean(cross_entropy(logits, labels))
 
 
+def _finite_log_probs(logp: jax.Array) -> jax.Array:
+  """``log p`` with ``-inf`` (``p = 0``) replaced by 0, so ``p log p`` and
+  its gradient are 0 there instead of ``0 * inf``; identical elsewhere."""
+  return jnp.where(jnp.isfinite(logp), logp, 0.0)
+
+
 def entropy(logits: jax.Array) -> jax.Array:
   """Per-example prediction entropy ``H(p) = -sum_k p_k log p_k`` in nats.
 
-  Computed as ``-sum softmax * log_softmax``: no ``log(0)``, finite for any
-  finite logits (``p_k = 0`` terms give ``0 * finite``).
+  Computed as ``-sum softmax * log_softmax``: no ``log(0)``. A class with
+  ``p_k = 0`` (an underflowing or a ``-inf`` logit) contributes 0 (``0 log 0
+  = 0``), so the entropy and its gradient are finite whenever at least one
+  logit per row is finite.
 
   Args:
     logits: ``(N, K)`` logits.
@@ -73,7 +85,7 @@ def entropy(logits: jax.Array) -> jax.Array:
   """
   _check_logits(logits)
   logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-  return -jnp.sum(jnp.exp(logp) * logp, axis=-1)
+  return -jnp.sum(jnp.exp(logp) * _finite_log_probs(logp), axis=-1)
 
 
 def forget_loss(logits: jax.Array, *, normalize: bool = False) -> jax.Array:
@@ -102,8 +114,12 @@ def forget_loss(logits: jax.Array, *, normalize: bool = False) -> jax.Array:
 
 def kl_divergence(student_logits: jax.Array,
                   teacher_logits: jax.Array) -> jax.Array:
-  """Per-example ``KL(p_teacher || p_student)`` (SCRUB's distillation term)."""
+  """Per-example ``KL(p_teacher || p_student)`` (SCRUB's distillation term).
+
+  Classes the teacher gives probability 0 (``-inf`` logits) contribute 0.
+  """
   _check_logits(student_logits)
   logq = jax.nn.log_softmax(student_logits.astype(jnp.float32), axis=-1)
   logp = jax.nn.log_softmax(teacher_logits.astype(jnp.float32), axis=-1)
-  return jnp.sum(jnp.exp(logp) * (logp - logq), axis=-1)
+  terms = jnp.where(jnp.isfinite(logp), logp - logq, 0.0)
+  return jnp.sum(jnp.exp(logp) * terms, axis=-1)

@@ -113,13 +113,16 @@ def _project_leaves(gs: list, rs: list, mode: str, eps: float) -> list:
   Both are first divided by their max-abs entry, so inner products in float32
   neither overflow (entries ~1e19) nor underflow (entries ~1e-19):
   ``g - c r = g - q s_g r_hat`` with ``q = <g_hat, r_hat> / (|r_hat|^2 +
-  eps / s_r^2)`` is the same formula, computed at unit scale.
+  eps / s_r^2)`` is the same formula, computed at unit scale. A reference
+  with a non-finite entry is not used at all (``q = 0``, ``r_hat = 0``):
+  ``g`` comes back unchanged rather than with NaN where ``0 * inf`` fell.
   """
   if not gs:
     return []
   s_g, s_r = _max_abs(gs), _max_abs(rs)
+  usable = tree_is_finite(rs)
   g_hat = [x.astype(jnp.float32) / s_g for x in gs]
-  r_hat = [x.astype(jnp.float32) / s_r for x in rs]
+  r_hat = [jnp.where(usable, x.astype(jnp.float32) / s_r, 0.0) for x in rs]
   dot = sum((jnp.sum(a * b) for a, b in zip(g_hat, r_hat)), jnp.float32(0))
   norm_sq = sum((jnp.sum(b * b) for b in r_hat), jnp.float32(0))
   q = _coefficient(dot, norm_sq, mode, eps / (s_r * s_r))
@@ -139,6 +142,15 @@ def project_orthogonal(
   so that ``<g_f_perp, r> = 0`` (up to eps): to first order, a step along
   ``-g_f_perp`` leaves the retain loss unchanged while still decreasing the
   forget loss by ``eta * ||g_f_perp||^2``.
+
+  Non-finite reference: when ``r`` (the whole pytree; with
+  ``scope="per_leaf"``, that leaf) has a NaN or infinite entry, the
+  coefficient is zeroed and ``g_f`` passes through unchanged, never with NaN
+  where the projection would multiply 0 by inf. The non-finite reference is
+  not hidden: :func:`add_reference` after it adds it to the update, and the
+  unlearning step's finiteness check (:func:`oeu_jax.unlearn.make_step`)
+  then stops the run naming the step, or skips the step with
+  ``skip_nonfinite``, so it never reaches the parameters.
 
   Note: only the direction handed to the *next* transform is orthogonal.
   Momentum, Adam's preconditioning or weight decay after it make the step

@@ -100,3 +100,58 @@ def test_bad_shapes():
     losses.cross_entropy(jnp.zeros((3, 4)), jnp.zeros((2,), jnp.int32))
   with pytest.raises(ValueError, match="logits must have shape"):
     losses.entropy(jnp.zeros((4,)))
+
+
+# Issue 15: masked classes (-inf logits) and extreme bf16 logits.
+
+_MASK = np.array([[True, False, True, True, False],
+                  [True, True, True, False, True],
+                  [False, True, True, True, True]])
+
+
+def _masked(logits, dtype=jnp.float32):
+  return jnp.where(_MASK, jnp.asarray(logits, dtype), -jnp.inf)
+
+
+def test_masked_logits_give_the_entropy_of_the_unmasked_classes():
+  rng = np.random.default_rng(4)
+  z = rng.normal(size=_MASK.shape).astype(np.float32) * 3
+  h = np.asarray(losses.entropy(_masked(z)))
+  for i in range(len(z)):
+    p = _np_softmax(z[i][_MASK[i]])
+    assert h[i] == pytest.approx(-(p * np.log(p)).sum(), rel=1e-5)
+  assert float(losses.forget_loss(_masked(z))) == pytest.approx(-h.mean(),
+                                                                rel=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+@pytest.mark.parametrize("scale", [1.0, 1e4, -1e4])
+def test_masked_and_extreme_logits_have_finite_gradients(dtype, scale):
+  rng = np.random.default_rng(5)
+  z = _masked(rng.normal(size=_MASK.shape) * scale, dtype)
+  teacher = _masked(rng.normal(size=_MASK.shape), dtype)
+  for fn in (lambda x: losses.forget_loss(x),
+             lambda x: losses.forget_loss(x, normalize=True),
+             lambda x: jnp.mean(losses.entropy(x)),
+             lambda x: jnp.mean(losses.kl_divergence(teacher, x)),
+             lambda x: jnp.mean(losses.kl_divergence(x, teacher))):
+    value, grad = jax.value_and_grad(fn)(z)
+    assert np.isfinite(float(value))
+    grad = np.asarray(grad, np.float32)
+    assert np.isfinite(grad).all()
+    assert (grad[~_MASK] == 0).all()  # Masked classes get no gradient.
+
+
+def test_masking_changes_nothing_for_finite_logits():
+  # The mask only touches log p = -inf; finite logits give the same bits
+  # as the plain formula -sum(p * log p).
+  rng = np.random.default_rng(6)
+  z = jnp.asarray(rng.normal(size=(32, 10)) * 5, jnp.float32)
+
+  def plain(x):
+    logp = jax.nn.log_softmax(x, axis=-1)
+    return -jnp.sum(jnp.exp(logp) * logp, axis=-1)
+
+  assert np.array_equal(losses.entropy(z), plain(z))
+  assert np.array_equal(jax.grad(lambda x: jnp.mean(losses.entropy(x)))(z),
+                        jax.grad(lambda x: jnp.mean(plain(x)))(z))

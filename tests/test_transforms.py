@@ -219,3 +219,37 @@ def test_any_finite_magnitude_projects_without_overflow(scale, scope):
   out = transforms.project_pytree(g, r, scope=scope, eps=0.0)
   np.testing.assert_allclose(np.asarray(out["a"]) / scale, [-0.32, 0.24],
                              rtol=1e-5)
+
+
+# Issue 15: a non-finite reference is never a silent NaN.
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_reference_zeroes_the_coefficient(bad):
+  rng = np.random.default_rng(7)
+  g, r = _random_tree(rng), _random_tree(rng)
+  r["b"][0][2] = bad
+  out, _ = oeu_jax.project_orthogonal().update(g, optax.EmptyState(),
+                                               reference=r)
+  for a, b in zip(jax.tree.leaves(out), jax.tree.leaves(g)):
+    np.testing.assert_array_equal(a, b)  # g passes through, finite.
+  # Per leaf, only the leaf with the bad entry is left unprojected.
+  out, _ = oeu_jax.project_orthogonal(scope="per_leaf").update(
+      g, optax.EmptyState(), reference=r)
+  with np.errstate(invalid="ignore"):  # The bad leaf's reference is NaN.
+    want = _np_project(g, r, "per_leaf", "always", 1e-12)
+  np.testing.assert_array_equal(out["b"][0], g["b"][0])
+  np.testing.assert_allclose(out["a"], want["a"], rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(out["b"][1], want["b"][1], rtol=1e-5, atol=1e-5)
+
+
+def test_non_finite_reference_is_reported_by_the_update_check():
+  # OEU adds the reference back: the update is not finite, which the
+  # unlearning step's check (transforms.tree_is_finite) reports.
+  rng = np.random.default_rng(8)
+  g, r = _random_tree(rng), _random_tree(rng)
+  r["a"][0, 0] = np.nan
+  tx = optax.chain(transforms.oeu_direction(), optax.sgd(0.1))
+  updates, _ = tx.update(g, tx.init(g), g, reference=r)
+  assert not bool(transforms.tree_is_finite(updates))
+  assert bool(transforms.tree_is_finite(transforms.project_pytree(g, r)))
