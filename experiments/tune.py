@@ -109,6 +109,31 @@ def tune_method(args, method: str, unit_list, train, done: dict) -> dict:
   return {"space": spec, "trials": trials, "pick": best}
 
 
+def markdown(entry: dict, *, title: str) -> str:
+  """The tuning table: search space, pick and its tuning score per method."""
+  lines = [f"### Tuning: {title}", "",
+           f"Tuning seeds {entry['seeds']} (class-wise: class = seed % K), "
+           f"compute cap {entry['cap']:.0%} of Retrain's, criterion mean "
+           f"Avg. gap to Retrain. Command: `{entry['command']}` "
+           f"({entry['date']}).", "",
+           "| method | schedule | lr grid | knob grid | pick: lr | pick: "
+           "knob | epochs | tuning gap | diverged |",
+           "|---|---|---|---|---|---|---|---|---|"]
+  for m, e in entry["methods"].items():
+    pick = e["pick"] or {}
+    knob = e["space"]["knob"]
+    sched = methods_lib.build_method(m, None, **dict(
+        protocol.FIXED.get(m, ()))).schedule
+    lines.append(
+        f"| {m} | {sched} | {', '.join(f'{v:g}' for v in e['space']['lr'])}"
+        f" | {'-' if knob is None else knob[0] + ' ' + str(list(knob[1]))}"
+        f" | {pick.get('lr', '-')} | {pick.get('hparams') or '-'} | "
+        f"{pick.get('epochs', '-')} | {pick.get('score', float('nan')):.2f}"
+        f" | {sum(t['diverged'] for t in e['trials'])} of "
+        f"{len(e['trials'])} |")
+  return "\n".join(lines)
+
+
 def build_parser() -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(prog="python -m experiments.tune",
                               description=__doc__.split("\n")[0])
@@ -131,11 +156,18 @@ def build_parser() -> argparse.ArgumentParser:
                  help="Original/Retrain epochs (default: the dataset's)")
   p.add_argument("--workdir", default=None)
   p.add_argument("--out", default=str(TUNED_JSON))
+  p.add_argument("--report", action="store_true",
+                 help="print the tuning table of --out and exit")
   return p
 
 
 def main(argv=None) -> int:
   args = build_parser().parse_args(argv)
+  if args.report:
+    entry = json.loads(Path(args.out).read_text())[args.dataset][
+        args.scenario]
+    print(markdown(entry, title=f"{args.dataset} {args.scenario}"))
+    return 0
   seeds = tuple(int(s) for s in args.seeds.split(","))
   clash = set(seeds) & set(protocol.TABLE_SEEDS)
   if clash:
