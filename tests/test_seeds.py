@@ -142,7 +142,8 @@ def test_unequal_set_sizes_are_padded_and_keep_each_schedule(setup,
   model = models.build_model("cnn", num_classes=10, bits="float",
                              features=(4, 8), hidden=16)
   params, stats = models.init_model(model, jax.random.PRNGKey(0), (8, 8, 1))
-  cfg = unlearn.UnlearnConfig(epochs=1, batch_size=16, lr=0.02)
+  cfg = unlearn.UnlearnConfig(epochs=1, batch_size=16, lr=0.02,
+                              schedule="paired")
   rl = methods.build_method("rl", model)  # Per-seed relabels of D_f.
   datas = [unlearn.make_data(ds.train_x, ds.train_y, np.arange(nf),
                              np.arange(nf, N_TRAIN)) for nf in (30, 50)]
