@@ -14,6 +14,17 @@ The rules a table is made by (issue "a fair comparison"):
   as many epochs as fit under the cap (at least one).
 * **Tuning seeds** :data:`TUNING_SEEDS` never appear in a table
   (:data:`TABLE_SEEDS`); class-wise tuning forgets class ``seed % K``.
+* **Bracketing**: a grid whose pick sits at its top or bottom learning rate,
+  or on which the criterion is flat (no setting moved it by more than
+  :data:`FLAT_TOL` gap points), has not bracketed the optimum; it is
+  extended by half-decade steps (:data:`LR_STEP`) toward the edge (upward
+  when flat: a larger step is the only way to move), at most
+  :data:`MAX_EXTENSIONS` times each way (:func:`extension`). The same rule
+  for every method.
+* **Refinement**: once bracketed, the pick's knob value is tried at the
+  geometric midpoints between the picked learning rate and each of its tried
+  neighbours (:func:`refinement`), so a knife edge between two grid points
+  (GA, NegGrad+) is not stepped over.
 * **Criterion**: Avg. gap to Retrain, averaged over the tuning units.
 * **Divergence**: a tuning run with a non-finite step is *rejected* (its
   setting scored +inf and listed as diverged in ``tuned.json``); table runs
@@ -22,6 +33,7 @@ The rules a table is made by (issue "a fair comparison"):
 """
 
 import dataclasses
+import math
 from typing import Optional
 
 from oeu_jax import unlearn as unlearn_lib
@@ -43,6 +55,11 @@ REFERENCE_LR = {
     "oeu": 0.01, "oeu_no_proj": 0.01, "rl_proj": 0.01, "sl_proj": 0.01,
     "oeu_scalar": 0.01,
 }
+# Grid extension (bracketing rule): half a decade per step, two steps at
+# most each way, and a criterion spread under FLAT_TOL gap points is flat.
+LR_STEP = 10 ** 0.5
+MAX_EXTENSIONS = 2
+FLAT_TOL = 0.05
 # The one key knob per method and its values (reference value first).
 KNOBS = {
     "rl": ("forget_weight", (1.0, 0.5)),
@@ -55,6 +72,12 @@ KNOBS = {
     "rl_proj": ("alpha", (1.0, 0.5)),
     "sl_proj": ("alpha", (1.0, 0.5)),
 }
+# Forget batch set by the reference's number of forget steps per epoch
+# rather than its absolute size: SCRUB's large-scale notebook iterates
+# 5,000 forgotten CIFAR-10 images at batch 512, about 10 max steps per
+# epoch (experiments/REFERENCES.md); 512 on a forget set of 145 digits would
+# be one. The forget batch is ceil(|D_f| / steps).
+FORGET_STEPS = {"scrub": 10}
 # Fixed per-method settings: GA's learning rate is given directly.
 FIXED = {"ga": (("lr_scale", 1.0),)}
 
@@ -102,6 +125,9 @@ def unlearn_config(method, num_forget: int, num_retain: int, *,
                    ) -> unlearn_lib.UnlearnConfig:
   """``base`` with the method's schedule, ``lr`` and capped epochs."""
   cfg = unlearn_lib.resolve(dataclasses.replace(base, lr=lr), method)
+  if method.name in FORGET_STEPS:
+    cfg = dataclasses.replace(cfg, forget_batch_size=max(
+        1, math.ceil(num_forget / FORGET_STEPS[method.name])))
   if epochs is None:
     epochs = capped_epochs(num_forget, num_retain, cfg,
                            train_epochs=train_epochs, cap=cap)
@@ -114,3 +140,59 @@ def grid(method: str) -> list:
   knob = KNOBS.get(method)
   values = [{}] if knob is None else [{knob[0]: v} for v in knob[1]]
   return [(float(f"{ref * f:.3g}"), kv) for f in LR_FACTORS for kv in values]
+
+
+def extension(trials: list, base_lrs, *,
+              max_extensions: int = MAX_EXTENSIONS) -> Optional[float]:
+  """The next learning rate to add to the grid, or None once bracketed.
+
+  ``trials`` are dicts with ``lr`` and ``score`` (+inf when diverged);
+  ``base_lrs`` the method's grid before any extension. Every setting tried
+  so far counts: when all diverged, the grid grows downward; when the best
+  finite score is at the largest (smallest) tried learning rate, or the
+  scores are flat within :data:`FLAT_TOL`, it grows upward (downward) by
+  :data:`LR_STEP`, at most ``max_extensions`` steps beyond ``base_lrs``.
+  """
+  lrs = sorted({t["lr"] for t in trials})
+  if not lrs:
+    return None
+  lo, hi = min(base_lrs), max(base_lrs)
+  up = sum(lr > hi * (1 + 1e-9) for lr in lrs)
+  down = sum(lr < lo * (1 - 1e-9) for lr in lrs)
+  finite = [t for t in trials if math.isfinite(t["score"])]
+  if not finite:
+    direction = -1
+  else:
+    best = min(finite, key=lambda t: t["score"])
+    scores = [t["score"] for t in finite]
+    flat = (len(finite) == len(trials)
+            and max(scores) - min(scores) <= FLAT_TOL)
+    if flat or best["lr"] == lrs[-1]:
+      direction = 1
+    elif best["lr"] == lrs[0]:
+      direction = -1
+    else:
+      return None
+  if direction > 0:
+    return (None if up >= max_extensions
+            else float(f"{hi * LR_STEP ** (up + 1):.3g}"))
+  return (None if down >= max_extensions
+          else float(f"{lo / LR_STEP ** (down + 1):.3g}"))
+
+
+def refinement(trials: list, pick: dict) -> list:
+  """Learning rates halfway (in log) between ``pick`` and its neighbours.
+
+  ``trials`` are the tried settings (dicts with ``lr``), ``pick`` the best
+  one; a neighbour is the next tried learning rate below or above the
+  pick's, diverged or not. Midpoints already tried are left out.
+  """
+  lrs = sorted({t["lr"] for t in trials})
+  i = lrs.index(pick["lr"])
+  out = []
+  for j in (i - 1, i + 1):
+    if 0 <= j < len(lrs):
+      mid = float(f"{math.sqrt(lrs[j] * pick['lr']):.3g}")
+      if mid not in lrs:
+        out.append(mid)
+  return out

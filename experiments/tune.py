@@ -10,10 +10,13 @@ Usage::
 For each method, each setting of its search space (learning rate x key
 knob) runs on every tuning unit (tuning seed; class-wise: forgetting class
 ``seed % K``) with the method's reference schedule and as many epochs as the
-compute cap allows; the setting with the lowest mean Avg. gap to Retrain is
-picked. Original and Retrain are trained once per unit and reused from
-checkpoints across the whole grid (``--workdir``); a rerun reuses every
-finished trial. The search space, every trial (diverged ones flagged) and
+compute cap allows; a grid that does not bracket its best setting is
+extended by half-decades (:func:`experiments.protocol.extension`) and
+refined at the log-midpoints around its pick
+(:func:`experiments.protocol.refinement`); the setting with the lowest mean
+Avg. gap to Retrain is picked. Original and Retrain are trained once per
+unit and reused from checkpoints across the whole grid (``--workdir``); a
+rerun reuses every finished trial. The search space, every trial (diverged ones flagged) and
 the picks go to ``--out`` under ``[dataset][scenario]``, which
 :mod:`experiments.table` reads.
 """
@@ -74,36 +77,63 @@ def trial_config(args, method: str, seed: int, fc, split, lr: float,
       mia_exclude_forget_class=True)
 
 
-def tune_method(args, method: str, unit_list, train, done: dict) -> dict:
-  """Runs the method's grid; returns its entry of ``tuned.json``."""
-  trials = []
-  for lr, knob in protocol.grid(method):
-    key = json.dumps([lr, knob], sort_keys=True)
-    if key in done:
+def _trial(args, method, unit_list, train, lr, knob) -> dict:
+  """One setting on every tuning unit; diverged settings are rejected."""
+  gaps, diverged, epochs = [], False, None
+  for seed, fc, split in unit_list:
+    cfg = trial_config(args, method, seed, fc, split, lr, knob, train)
+    epochs = cfg.unlearn.epochs
+    try:
+      recs = pipeline.run(cfg, args.workdir, resume=True,
+                          log=lambda *_: None)
+    except FloatingPointError as e:
+      logging.warning("%s lr=%g %s diverged: %s", method, lr, knob, e)
+      diverged = True
+      break
+    gaps.append(next(r for r in recs if r["method"] == method)["avg_gap"])
+  score = math.inf if diverged else sum(gaps) / len(gaps)
+  print(f"{method:13s} lr={lr:<9g} {knob} epochs={epochs} "
+        f"gap={score:.2f}{' DIVERGED' if diverged else ''}", flush=True)
+  return {"lr": lr, "hparams": knob, "epochs": epochs, "gaps": gaps,
+          "score": score, "diverged": diverged}
+
+
+def tune_method(args, method: str, unit_list, train, done: dict, *,
+                max_extensions: int = protocol.MAX_EXTENSIONS,
+                refine: bool = True) -> dict:
+  """Runs the method's grid, extended until it brackets the pick
+  (:func:`experiments.protocol.extension`), then refined around it
+  (:func:`experiments.protocol.refinement`); returns its ``tuned.json``
+  entry."""
+  space = protocol.grid(method)
+  base_lrs = sorted({lr for lr, _ in space})
+  knobs = list({json.dumps(kv, sort_keys=True): kv
+                for _, kv in space}.values())
+  trials, extended = [], []
+  while True:
+    for lr, knob in space:
+      key = json.dumps([lr, knob], sort_keys=True)
+      if key not in done:
+        done[key] = _trial(args, method, unit_list, train, lr, knob)
       trials.append(done[key])
-      continue
-    gaps, diverged, epochs = [], False, None
-    for seed, fc, split in unit_list:
-      cfg = trial_config(args, method, seed, fc, split, lr, knob, train)
-      epochs = cfg.unlearn.epochs
-      try:
-        recs = pipeline.run(cfg, args.workdir, resume=True,
-                            log=lambda *_: None)
-      except FloatingPointError as e:
-        logging.warning("%s lr=%g %s diverged: %s", method, lr, knob, e)
-        diverged = True
-        break
-      gaps.append(next(r for r in recs if r["method"] == method)["avg_gap"])
-    score = math.inf if diverged else sum(gaps) / len(gaps)
-    trial = {"lr": lr, "hparams": knob, "epochs": epochs, "gaps": gaps,
-             "score": score, "diverged": diverged}
-    print(f"{method:13s} lr={lr:<9g} {knob} epochs={epochs} "
-          f"gap={score:.2f}{' DIVERGED' if diverged else ''}", flush=True)
-    trials.append(trial)
-    done[key] = trial
+    lr = protocol.extension(trials, base_lrs,
+                            max_extensions=max_extensions)
+    if lr is None:
+      break
+    extended.append(lr)
+    space = [(lr, kv) for kv in knobs]
   finite = [t for t in trials if math.isfinite(t["score"])]
   best = min(finite, key=lambda t: t["score"]) if finite else None
-  spec = {"lr": sorted({lr for lr, _ in protocol.grid(method)}),
+  refined = protocol.refinement(trials, best) if best and refine else []
+  for lr in refined:
+    key = json.dumps([lr, best["hparams"]], sort_keys=True)
+    if key not in done:
+      done[key] = _trial(args, method, unit_list, train, lr,
+                         best["hparams"])
+    trials.append(done[key])
+  finite = [t for t in trials if math.isfinite(t["score"])]
+  best = min(finite, key=lambda t: t["score"]) if finite else None
+  spec = {"lr": base_lrs, "extended_lr": extended, "refined_lr": refined,
           "knob": protocol.KNOBS.get(method),
           "fixed": dict(protocol.FIXED.get(method, ()))}
   return {"space": spec, "trials": trials, "pick": best}
@@ -112,6 +142,8 @@ def tune_method(args, method: str, unit_list, train, done: dict) -> dict:
 def markdown(entry: dict, *, title: str) -> str:
   """The tuning table: search space, pick and its tuning score per method."""
   lines = [f"### Tuning: {title}", "",
+           "lr grid: the base grid, `+` extensions (bracketing rule), `~` "
+           "refinements at the pick's knob value.", "",
            f"Tuning seeds {entry['seeds']} (class-wise: class = seed % K), "
            f"compute cap {entry['cap']:.0%} of Retrain's, criterion mean "
            f"Avg. gap to Retrain. Command: `{entry['command']}` "
@@ -124,8 +156,12 @@ def markdown(entry: dict, *, title: str) -> str:
     knob = e["space"]["knob"]
     sched = methods_lib.build_method(m, None, **dict(
         protocol.FIXED.get(m, ()))).schedule
+    ext = e["space"].get("extended_lr") or []
+    grid = ", ".join(f"{v:g}" for v in e["space"]["lr"]) + "".join(
+        f", +{v:g}" for v in ext) + "".join(
+        f", ~{v:g}" for v in e["space"].get("refined_lr") or [])
     lines.append(
-        f"| {m} | {sched} | {', '.join(f'{v:g}' for v in e['space']['lr'])}"
+        f"| {m} | {sched} | {grid}"
         f" | {'-' if knob is None else knob[0] + ' ' + str(list(knob[1]))}"
         f" | {pick.get('lr', '-')} | {pick.get('hparams') or '-'} | "
         f"{pick.get('epochs', '-')} | {pick.get('score', float('nan')):.2f}"
@@ -137,8 +173,10 @@ def markdown(entry: dict, *, title: str) -> str:
 def build_parser() -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(prog="python -m experiments.tune",
                               description=__doc__.split("\n")[0])
-  p.add_argument("--dataset", required=True, choices=data_lib.DATASETS)
-  p.add_argument("--scenario", required=True, choices=data_lib.SCENARIOS)
+  p.add_argument("--dataset", choices=data_lib.DATASETS,
+                 help="required unless --merge")
+  p.add_argument("--scenario", choices=data_lib.SCENARIOS,
+                 help="required unless --merge")
   p.add_argument("--forget-ratio", type=float, default=0.1,
                  help="random scenario: fraction forgotten (default 0.1)")
   p.add_argument("--methods", default=",".join(DEFAULT_METHODS),
@@ -156,13 +194,33 @@ def build_parser() -> argparse.ArgumentParser:
                  help="Original/Retrain epochs (default: the dataset's)")
   p.add_argument("--workdir", default=None)
   p.add_argument("--out", default=str(TUNED_JSON))
+  p.add_argument("--merge", nargs="+", default=None, metavar="FILE",
+                 help="merge these tuning files (e.g. scenarios tuned in "
+                 "parallel) into --out, [dataset][scenario] entries "
+                 "replacing, and exit")
   p.add_argument("--report", action="store_true",
                  help="print the tuning table of --out and exit")
   return p
 
 
 def main(argv=None) -> int:
-  args = build_parser().parse_args(argv)
+  parser = build_parser()
+  args = parser.parse_args(argv)
+  if not args.merge and (args.dataset is None or args.scenario is None):
+    parser.error("--dataset and --scenario are required")
+  if args.merge:
+    out = Path(args.out)
+    table = json.loads(out.read_text()) if out.exists() else {}
+    for f in args.merge:
+      try:
+        part = json.loads(Path(f).read_text())
+      except (OSError, ValueError) as e:
+        print(f"error: cannot read tuning file {f}: {e}", file=sys.stderr)
+        return 2
+      for dataset, scenarios in part.items():
+        table.setdefault(dataset, {}).update(scenarios)
+    out.write_text(json.dumps(table, indent=1, sort_keys=True) + "\n")
+    return 0
   if args.report:
     entry = json.loads(Path(args.out).read_text())[args.dataset][
         args.scenario]

@@ -46,6 +46,17 @@ def test_capped_epochs_stay_under_the_cap():
     assert more > protocol.CAP * 30 * 1250  # As many epochs as fit.
 
 
+def test_scrub_forget_batch_gives_its_reference_steps_per_epoch():
+  scrub = methods.build_method("scrub", None)
+  cfg = protocol.unlearn_config(scrub, 145, 1250, base=protocol.BASE,
+                                lr=5e-4, train_epochs=30)
+  assert cfg.forget_batch_size == 15  # ceil(145 / 10): 10 max steps.
+  assert unlearn.epoch_plan(145, 1250, cfg, 0)[0] == (unlearn.FORGET, 10)
+  rl = protocol.unlearn_config(methods.build_method("rl", None), 145, 1250,
+                               base=protocol.BASE, lr=0.01, train_epochs=30)
+  assert rl.forget_batch_size is None  # Others keep the shared batch.
+
+
 def test_grid_spans_a_decade_and_a_half_around_the_reference():
   for name, ref in protocol.REFERENCE_LR.items():
     lrs = sorted({lr for lr, _ in protocol.grid(name)})
@@ -53,6 +64,45 @@ def test_grid_spans_a_decade_and_a_half_around_the_reference():
     assert lrs[0] < ref < lrs[-1]
   assert {tuple(kv.items()) for _, kv in protocol.grid("salun")} == {
       (("sparsity", 0.5),), (("sparsity", 0.3),)}
+
+
+def _t(lr, score):
+  return {"lr": lr, "score": score}
+
+
+def test_extension_brackets_the_pick_by_half_decades():
+  base = [0.001, 0.01, 0.1]
+  inside = [_t(0.001, 5.0), _t(0.01, 1.0), _t(0.1, 3.0)]
+  assert protocol.extension(inside, base) is None
+  top = [_t(0.001, 5.0), _t(0.01, 3.0), _t(0.1, 1.0)]
+  assert protocol.extension(top, base) == pytest.approx(0.316)
+  assert protocol.extension(top + [_t(0.316, 0.5)], base) == 1.0
+  # At most two steps beyond the base grid.
+  assert protocol.extension(top + [_t(0.316, 0.5), _t(1.0, 0.2)],
+                            base) is None
+  # The new point lost: bracketed.
+  assert protocol.extension(top + [_t(0.316, 2.0)], base) is None
+  bottom = [_t(0.001, 1.0), _t(0.01, 3.0), _t(0.1, 5.0)]
+  assert protocol.extension(bottom, base) == pytest.approx(0.000316)
+  # Flat criterion: nothing moved, so the grid grows upward.
+  flat = [_t(0.001, 50.04), _t(0.01, 50.04), _t(0.1, 50.03)]
+  assert protocol.extension(flat, base) == pytest.approx(0.316)
+  # Everything diverged: downward; a diverged top is not a pick.
+  dead = [_t(lr, math.inf) for lr in base]
+  assert protocol.extension(dead, base) == pytest.approx(0.000316)
+  edge = [_t(0.001, 5.0), _t(0.01, 1.0), _t(0.1, math.inf)]
+  assert protocol.extension(edge, base) is None
+
+
+def test_refinement_probes_the_log_midpoints_around_the_pick():
+  trials = [_t(0.001, 5.0), _t(0.01, 1.0), _t(0.1, math.inf)]
+  assert protocol.refinement(trials, trials[1]) == [
+      pytest.approx(0.00316), pytest.approx(0.0316)]
+  assert protocol.refinement(trials, trials[0]) == [pytest.approx(0.00316)]
+  # The neighbours are the nearest tried rates, refinements included.
+  done = trials + [_t(0.00316, 2.0)]
+  assert protocol.refinement(done, trials[1]) == [
+      pytest.approx(0.00562), pytest.approx(0.0316)]
 
 
 def test_tuning_and_table_seeds_are_disjoint():
@@ -81,7 +131,8 @@ def test_tuner_picks_the_better_of_two_learning_rates(tiny_tuner,
   # 1e-7 leaves the Original as it is (UA 0 against Retrain's 100); 0.05
   # forgets the class.
   monkeypatch.setattr(protocol, "grid", lambda m: [(1e-7, {}), (0.05, {})])
-  res = tune.tune_method(args, "rl", units, train, {})
+  res = tune.tune_method(args, "rl", units, train, {}, max_extensions=0,
+                         refine=False)
   lo, hi = res["trials"]
   assert lo["score"] > hi["score"] + 5
   assert res["pick"]["lr"] == 0.05
@@ -92,7 +143,8 @@ def test_a_diverging_setting_is_rejected_and_flagged(tiny_tuner,
                                                     monkeypatch):
   args, units, train = tiny_tuner
   monkeypatch.setattr(protocol, "grid", lambda m: [(1e12, {}), (1e-4, {})])
-  res = tune.tune_method(args, "ga", units, train, {})
+  res = tune.tune_method(args, "ga", units, train, {}, max_extensions=0,
+                         refine=False)
   bad, good = res["trials"]
   assert bad["diverged"] and bad["score"] == math.inf
   assert res["pick"]["lr"] == 1e-4
@@ -133,3 +185,19 @@ def test_a_diverging_table_run_is_reported_not_raised(tiny_tuner):
   ga = next(r for r in recs if r["method"] == "ga")
   assert ga["train_metrics"]["skipped_steps"] >= 1
   assert all(np.isfinite(ga[k]) for k in ("ua", "ra", "ta", "mia_efficacy"))
+
+
+def test_merge_combines_scenarios_tuned_in_parallel(tmp_path):
+  a, b, out = (tmp_path / n for n in ("a.json", "b.json", "out.json"))
+  a.write_text('{"digits": {"class": {"x": 1}}}')
+  b.write_text('{"digits": {"random": {"x": 2}}, "mnist_idx": {"class": {}}}')
+  out.write_text('{"digits": {"class": {"x": 0}, "random": {"x": 0}}}')
+  assert tune.main(["--merge", str(a), str(b), "--out", str(out)]) == 0
+  import json
+  assert json.loads(out.read_text()) == {
+      "digits": {"class": {"x": 1}, "random": {"x": 2}},
+      "mnist_idx": {"class": {}}}
+  assert tune.main(["--merge", str(tmp_path / "none.json"),
+                    "--out", str(out)]) == 2
+  with pytest.raises(SystemExit):
+    tune.main(["--scenario", "class"])
