@@ -16,8 +16,8 @@ refined at the log-midpoints around its pick
 (:func:`experiments.protocol.refinement`); the setting with the lowest mean
 Avg. gap to Retrain is picked. Original and Retrain are trained once per
 unit and reused from checkpoints across the whole grid (``--workdir``); a
-rerun reuses every finished trial. The search space, every trial (diverged ones flagged) and
-the picks go to ``--out`` under ``[dataset][scenario]``, which
+rerun reuses every finished trial. The search space, every trial (diverged
+ones flagged) and the picks go to ``--out`` under ``[dataset][scenario]``, which
 :mod:`experiments.table` reads.
 """
 
