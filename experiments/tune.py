@@ -77,6 +77,29 @@ def trial_config(args, method: str, seed: int, fc, split, lr: float,
       mia_exclude_forget_class=True)
 
 
+def _unlearn(args, method, unit_list, train, lr, knob) -> str:
+  """The first unit's resolved unlearning config, as its repr.
+
+  A stored trial is reused only when this matches, so a change of the
+  protocol (a schedule, a forget batch, the cap) reruns the trials it
+  affects instead of reusing stale scores.
+  """
+  seed, fc, split = unit_list[0]
+  return repr(trial_config(args, method, seed, fc, split, lr, knob,
+                           train).unlearn)
+
+
+def _cached(done, key, args, method, unit_list, train, lr, knob) -> dict:
+  """The stored trial of ``key`` if still valid, else a fresh run."""
+  current = _unlearn(args, method, unit_list, train, lr, knob)
+  trial = done.get(key)
+  if trial is None or trial.get("unlearn") != current:
+    trial = _trial(args, method, unit_list, train, lr, knob)
+    trial["unlearn"] = current
+    done[key] = trial
+  return trial
+
+
 def _trial(args, method, unit_list, train, lr, knob) -> dict:
   """One setting on every tuning unit; diverged settings are rejected."""
   gaps, diverged, epochs = [], False, None
@@ -113,9 +136,8 @@ def tune_method(args, method: str, unit_list, train, done: dict, *,
   while True:
     for lr, knob in space:
       key = json.dumps([lr, knob], sort_keys=True)
-      if key not in done:
-        done[key] = _trial(args, method, unit_list, train, lr, knob)
-      trials.append(done[key])
+      trials.append(_cached(done, key, args, method, unit_list, train, lr,
+                            knob))
     lr = protocol.extension(trials, base_lrs,
                             max_extensions=max_extensions)
     if lr is None:
@@ -127,10 +149,8 @@ def tune_method(args, method: str, unit_list, train, done: dict, *,
   refined = protocol.refinement(trials, best) if best and refine else []
   for lr in refined:
     key = json.dumps([lr, best["hparams"]], sort_keys=True)
-    if key not in done:
-      done[key] = _trial(args, method, unit_list, train, lr,
-                         best["hparams"])
-    trials.append(done[key])
+    trials.append(_cached(done, key, args, method, unit_list, train, lr,
+                          best["hparams"]))
   finite = [t for t in trials if math.isfinite(t["score"])]
   best = min(finite, key=lambda t: t["score"]) if finite else None
   spec = {"lr": base_lrs, "extended_lr": extended, "refined_lr": refined,

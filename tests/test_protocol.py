@@ -201,3 +201,21 @@ def test_merge_combines_scenarios_tuned_in_parallel(tmp_path):
                     "--out", str(out)]) == 2
   with pytest.raises(SystemExit):
     tune.main(["--scenario", "class"])
+
+
+def test_a_stored_trial_of_another_config_is_rerun(tiny_tuner, monkeypatch):
+  args, units, train = tiny_tuner
+  monkeypatch.setattr(protocol, "grid", lambda m: [(1e-7, {})])
+  key = tune.json.dumps([1e-7, {}], sort_keys=True)
+  stale = {"lr": 1e-7, "hparams": {}, "epochs": 1, "gaps": [0.0],
+           "score": 0.0, "diverged": False, "unlearn": "UnlearnConfig(old)"}
+  res = tune.tune_method(args, "rl", units, train, {key: dict(stale)},
+                         max_extensions=0, refine=False)
+  fresh, = res["trials"]
+  assert fresh["score"] > 5  # Recomputed: 1e-7 leaves the Original as is.
+  assert fresh["unlearn"].startswith("UnlearnConfig(epochs=")
+  # The same config again is reused as stored.
+  kept = dict(fresh, score=-1.0)
+  again = tune.tune_method(args, "rl", units, train, {key: kept},
+                           max_extensions=0, refine=False)
+  assert again["trials"][0]["score"] == -1.0
