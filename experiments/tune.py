@@ -89,14 +89,18 @@ def _unlearn(args, method, unit_list, train, lr, knob) -> str:
                            train).unlearn)
 
 
-def _cached(done, key, args, method, unit_list, train, lr, knob) -> dict:
-  """The stored trial of ``key`` if still valid, else a fresh run."""
+def _cached(done, key, args, method, unit_list, train, lr, knob,
+            on_trial=None) -> dict:
+  """The stored trial of ``key`` if still valid, else a fresh run (then
+  ``on_trial(done)`` is called, so progress can be saved trial by trial)."""
   current = _unlearn(args, method, unit_list, train, lr, knob)
   trial = done.get(key)
   if trial is None or trial.get("unlearn") != current:
     trial = _trial(args, method, unit_list, train, lr, knob)
     trial["unlearn"] = current
     done[key] = trial
+    if on_trial is not None:
+      on_trial(done)
   return trial
 
 
@@ -123,11 +127,12 @@ def _trial(args, method, unit_list, train, lr, knob) -> dict:
 
 def tune_method(args, method: str, unit_list, train, done: dict, *,
                 max_extensions: int = protocol.MAX_EXTENSIONS,
-                refine: bool = True) -> dict:
+                refine: bool = True, on_trial=None) -> dict:
   """Runs the method's grid, extended until it brackets the pick
   (:func:`experiments.protocol.extension`), then refined around it
   (:func:`experiments.protocol.refinement`); returns its ``tuned.json``
-  entry."""
+  entry. ``done``: finished trials by key (reused); ``on_trial(done)``
+  runs after each new trial."""
   space = protocol.grid(method)
   base_lrs = sorted({lr for lr, _ in space})
   knobs = list({json.dumps(kv, sort_keys=True): kv
@@ -137,7 +142,7 @@ def tune_method(args, method: str, unit_list, train, done: dict, *,
     for lr, knob in space:
       key = json.dumps([lr, knob], sort_keys=True)
       trials.append(_cached(done, key, args, method, unit_list, train, lr,
-                            knob))
+                            knob, on_trial))
     lr = protocol.extension(trials, base_lrs,
                             max_extensions=max_extensions)
     if lr is None:
@@ -150,7 +155,7 @@ def tune_method(args, method: str, unit_list, train, done: dict, *,
   for lr in refined:
     key = json.dumps([lr, best["hparams"]], sort_keys=True)
     trials.append(_cached(done, key, args, method, unit_list, train, lr,
-                          best["hparams"]))
+                          best["hparams"], on_trial))
   finite = [t for t in trials if math.isfinite(t["score"])]
   best = min(finite, key=lambda t: t["score"]) if finite else None
   spec = {"lr": base_lrs, "extended_lr": extended, "refined_lr": refined,
@@ -271,11 +276,26 @@ def main(argv=None) -> int:
   out = Path(args.out)
   table = json.loads(out.read_text()) if out.exists() else {}
   entry = table.setdefault(args.dataset, {}).setdefault(args.scenario, {})
+  def save():
+    out.write_text(json.dumps(table, indent=1, sort_keys=True) + "\n")
+
   for m in names:
+    # Finished trials of a finished method, or of one interrupted mid-grid
+    # (``partial``, saved after every trial so a tuning spans sessions).
+    stored = (entry.get("methods", {}).get(m, {}).get("trials", [])
+              + entry.get("partial", {}).get(m, []))
     done = {json.dumps([t["lr"], t["hparams"]], sort_keys=True): t
-            for t in entry.get("methods", {}).get(m, {}).get("trials", [])}
-    res = tune_method(args, m, unit_list, train, done)
+            for t in stored}
+
+    def on_trial(d, m=m):
+      entry.setdefault("partial", {})[m] = list(d.values())
+      save()
+
+    res = tune_method(args, m, unit_list, train, done, on_trial=on_trial)
     entry.setdefault("methods", {})[m] = res
+    entry.get("partial", {}).pop(m, None)
+    if not entry.get("partial"):
+      entry.pop("partial", None)
     entry.update({
         "seeds": list(seeds), "cap": args.cap, "model": args.model,
         "bits": args.bits, "train": train._asdict(),
@@ -285,7 +305,7 @@ def main(argv=None) -> int:
         "command": "python -m experiments.tune " + " ".join(
             argv if argv is not None else sys.argv[1:]),
         "date": datetime.date.today().isoformat()})
-    out.write_text(json.dumps(table, indent=1, sort_keys=True) + "\n")
+    save()
   return 0
 
 

@@ -5,6 +5,8 @@ epochs, class-wise forgetting of class 0 on tuning seed 100).
 """
 
 import dataclasses
+import functools
+import json
 import math
 
 import numpy as np
@@ -219,3 +221,40 @@ def test_a_stored_trial_of_another_config_is_rerun(tiny_tuner, monkeypatch):
   again = tune.tune_method(args, "rl", units, train, {key: kept},
                            max_extensions=0, refine=False)
   assert again["trials"][0]["score"] == -1.0
+
+
+def test_an_interrupted_tuning_resumes_from_its_saved_trials(
+    tiny_tuner, monkeypatch, tmp_path):
+  """Each trial is saved as it lands (``partial``), so a tuning killed
+  mid-grid resumes in a later session without rerunning finished trials."""
+  args, _, _ = tiny_tuner
+  out = tmp_path / "tuned.json"
+  argv = ["--dataset", "digits", "--scenario", "class", "--methods", "rl",
+          "--max-examples", "300", "--train-epochs", "4",
+          "--workdir", args.workdir, "--out", str(out)]
+  monkeypatch.setattr(protocol, "grid", lambda m: [(1e-7, {}), (0.05, {})])
+  monkeypatch.setattr(tune, "tune_method", functools.partial(
+      tune.tune_method, max_extensions=0, refine=False))
+  real = tune._trial
+  calls = []
+
+  def dies_on_second(*a, **k):
+    calls.append(a[4])
+    if len(calls) == 2:
+      raise KeyboardInterrupt
+    return real(*a, **k)
+
+  monkeypatch.setattr(tune, "_trial", dies_on_second)
+  with pytest.raises(KeyboardInterrupt):
+    tune.main(argv)
+  saved = json.loads(out.read_text())["digits"]["class"]
+  assert [t["lr"] for t in saved["partial"]["rl"]] == [1e-7]
+  assert "methods" not in saved
+  calls.clear()
+  monkeypatch.setattr(tune, "_trial", lambda *a, **k: (
+      calls.append(a[4]), real(*a, **k))[1])
+  assert tune.main(argv) == 0
+  done = json.loads(out.read_text())["digits"]["class"]
+  assert 1e-7 not in calls and 0.05 in calls  # Only unfinished trials ran.
+  assert "partial" not in done
+  assert done["methods"]["rl"]["pick"]["lr"] == 0.05

@@ -76,19 +76,27 @@ def unlearned(setup, trained):
   ds, model = setup
   originals = [r.state for r in trained[0]]
   oeu = methods.build_method("oeu", model)
+  datas, seq, vm = _both_ways(ds, model, oeu, originals, UNLEARN)
+  return oeu, originals, datas, seq, vm
+
+
+def _both_ways(ds, model, method, originals, cfg):
+  """Random forgetting (a different D_f per seed), run seed by seed and
+  vmapped: ``(datas, sequential results, vmapped results)``."""
+  seeds = SEEDS[:len(originals)]
   datas = []
-  for s in SEEDS:  # Random forgetting: a different D_f per seed.
+  for s in seeds:
     split = data.make_split(ds, "random", forget_ratio=0.2, seed=s)
     datas.append(unlearn.make_data(ds.train_x, ds.train_y, split.forget_idx,
                                    split.retain_idx))
-  seq = [unlearn.unlearn(oeu, model, o.params, o.batch_stats, d,
-                         config=UNLEARN, num_classes=10, seed=s)
-         for o, d, s in zip(originals, datas, SEEDS)]
+  seq = [unlearn.unlearn(method, model, o.params, o.batch_stats, d,
+                         config=cfg, num_classes=10, seed=s)
+         for o, d, s in zip(originals, datas, seeds)]
   vm = seeds_lib.unlearn_seeds(
-      oeu, model, [o.params for o in originals],
-      [o.batch_stats for o in originals], datas, config=UNLEARN,
-      num_classes=10, seeds=SEEDS)
-  return oeu, originals, datas, seq, vm
+      method, model, [o.params for o in originals],
+      [o.batch_stats for o in originals], datas, config=cfg,
+      num_classes=10, seeds=seeds)
+  return datas, seq, vm
 
 
 def test_unlearn_seeds_equals_sequential_unlearn(unlearned):
@@ -277,3 +285,21 @@ def test_four_devices_give_the_one_device_results():
   for k in ("fit_bn", "fit_bn_stats", "unlearn", "unlearn_seeds"):
     assert out[k] < 1e-3, (k, out)
   assert out["fit_w4a8"] < 3e-2, out
+
+
+@pytest.mark.parametrize("name,lr", [("rl", 0.005), ("ga", 0.05),
+                                     ("scrub", 0.005)])
+def test_reference_schedules_equal_sequential_unlearn(setup, trained, name,
+                                                      lr):
+  """Sequential (RL), forget-only (GA) and SCRUB's max/min alternation with
+  its own forget batch: the vmapped steps visit the same batches."""
+  ds, model = setup
+  originals = [r.state for r in trained[0]][:2]
+  cfg = dataclasses.replace(UNLEARN, lr=lr, forget_batch_size=16)
+  _, seq, vm = _both_ways(ds, model, methods.build_method(name, model),
+                          originals, cfg)
+  for o, a, b in zip(originals, seq, vm):
+    assert int(b.state.step) == int(a.state.step) > 0
+    moved = rel_diff(o.params, b.state.params)
+    assert moved > 1e-4
+    assert rel_diff(a.state.params, b.state.params) < 0.01 * moved
