@@ -21,6 +21,9 @@ import dataclasses
 import json
 import sys
 from pathlib import Path
+from typing import Optional
+
+import numpy as np
 
 from experiments import common
 from experiments import protocol
@@ -29,6 +32,7 @@ from oeu_jax import data as data_lib
 from oeu_jax import methods as methods_lib
 from oeu_jax import models
 from oeu_jax import stats
+from oeu_jax import stopping
 from oeu_jax.runner import config as config_lib
 from oeu_jax.runner import layout as layout_lib
 from oeu_jax.runner import pipeline
@@ -39,12 +43,15 @@ KEYS = ("ua", "ra", "ta", "mia_efficacy")
 def method_config(entry: dict, method: str, *, dataset: str, scenario: str,
                   forget_class, forget_ratio, seeds, data_dir, model, bits,
                   train, max_examples, num_forget: int, num_retain: int,
-                  recap: bool = False) -> config_lib.RunConfig:
+                  recap: bool = False, stop_when: Optional[str] = None,
+                  stop_every: int = 10) -> config_lib.RunConfig:
   """The RunConfig of ``method`` with its tuned pick.
 
   ``recap``: the forget set differs in size from the tuned one (another
   forget ratio), so the epochs are recomputed under the compute cap instead
-  of taken from the pick.
+  of taken from the pick. ``stop_when``: a stopping rule
+  (:mod:`oeu_jax.stopping`) applied to the method's run, checked every
+  ``stop_every`` steps; the budget stays the capped one.
   """
   pick = entry["methods"][method]["pick"]
   if pick is None:
@@ -57,6 +64,9 @@ def method_config(entry: dict, method: str, *, dataset: str, scenario: str,
       base=protocol.BASE, lr=pick["lr"],
       train_epochs=train.epochs, epochs=None if recap else pick["epochs"])
   ucfg = dataclasses.replace(ucfg, skip_nonfinite=True)
+  if stop_when is not None:
+    ucfg = dataclasses.replace(ucfg, stop_when=stop_when,
+                               stop_every=stop_every)
   if method == "l1_sparse":
     hp["epochs"] = ucfg.epochs
   return config_lib.RunConfig(
@@ -74,14 +84,24 @@ def _cell(values) -> str:
   return f"{s.mean:.2f} ± {s.std:.2f}{ci}"
 
 
+def _stopped(recs: list) -> str:
+  steps = [r["stop_step"] for r in recs if r.get("stop_step") is not None]
+  if not steps:
+    return "-"
+  return f"{len(steps)}/{len(recs)}, {float(np.median(steps)):g}"
+
+
 def markdown(records: list, *, title: str) -> str:
   """The table: metrics, gaps, RTE and OEU's significance marker."""
   by = stats.by_method(records)
   retrain = by["retrain"]
+  stops = any(r.get("stop_step") is not None for r in records)
   lines = [f"### {title}", "",
            "| method | UA | RA | TA | MIA-efficacy | Avg. gap (of means) |"
-           " mean per-unit gap | RTE (s) | flagged |",
-           "|---|---|---|---|---|---|---|---|---|"]
+           " mean per-unit gap | RTE (s) | flagged |"
+           + (" stopped (units, median step) |" if stops else ""),
+           "|---|---|---|---|---|---|---|---|---|" + ("---|" if stops
+                                                      else "")]
   best = stats.best_baseline(records)
   test = None
   if "oeu" in by and best:
@@ -101,7 +121,8 @@ def markdown(records: list, *, title: str) -> str:
         f"| {m}{mark} | " + " | ".join(_cell([r[k] for r in recs])
                                       for k in KEYS)
         + f" | {gap:.2f} | {per.mean:.2f} ± {per.std:.2f} | "
-        f"{_cell([r['rte_s'] for r in recs])} | {flagged} |")
+        f"{_cell([r['rte_s'] for r in recs])} | {flagged} |"
+        + (f" {_stopped(recs)} |" if stops else ""))
   if test is not None:
     verdict = ("significant" if test.significant else "not significant")
     lines += ["", f"OEU vs best baseline ({best}), paired over "
@@ -126,12 +147,27 @@ def main(argv=None) -> int:
   p.add_argument("--tuned", default=str(tune.TUNED_JSON))
   p.add_argument("--data-dir", default=None)
   p.add_argument("--workdir", default=None)
+  p.add_argument("--stop-when", default=None, metavar="RULE",
+                 help="a stopping rule for every method's unlearning "
+                 "(oeu_jax.stopping: 'ua>=T' or 'entropy>=T'); default "
+                 "none, the capped budget runs")
+  p.add_argument("--stop-every", type=int, default=10, metavar="STEPS")
   p.add_argument("--vmap-seeds", action="store_true",
                  help="run the seeds of each stage as one vmapped program "
                  "(one compilation for all seeds; equal to the sequential "
                  "runs up to float rounding)")
   args = p.parse_args(argv)
   seeds = [int(s) for s in args.seeds.split(",")]
+  if args.stop_when is not None:
+    try:
+      stopping.parse(args.stop_when)
+    except ValueError as e:
+      print(f"error: --stop-when: {e}", file=sys.stderr)
+      return 2
+  if args.stop_every <= 0:
+    print(f"error: --stop-every must be > 0, got {args.stop_every}",
+          file=sys.stderr)
+    return 2
   table = json.loads(Path(args.tuned).read_text())
   try:
     entry = table[args.dataset][args.scenario]
@@ -146,8 +182,10 @@ def main(argv=None) -> int:
     return 2
   if args.data_dir is None and args.dataset == "mnist_idx":
     args.data_dir = str(common.MNIST_T10K)
+  stop_tag = ("" if args.stop_when is None else "-stop-" + "".join(
+      c for c in args.stop_when if c.isalnum() or c == "."))
   workdir = Path(args.workdir or f"runs/table-{args.dataset}-"
-                 f"{args.scenario}")
+                 f"{args.scenario}{stop_tag}")
   ds = data_lib.load_dataset(args.dataset, data_dir=args.data_dir,
                              max_examples=entry.get("max_examples"))
   classes = ([int(c) for c in args.classes.split(",")] if args.classes
@@ -171,7 +209,8 @@ def main(argv=None) -> int:
           model=entry["model"], bits=entry["bits"], train=train,
           max_examples=entry.get("max_examples"),
           num_forget=len(split.forget_idx),
-          num_retain=len(split.retain_idx), recap=recap)
+          num_retain=len(split.retain_idx), recap=recap,
+          stop_when=args.stop_when, stop_every=args.stop_every)
       recs = pipeline.run(cfg, workdir, resume=True, log=lambda *_: None,
                           vmap_seeds=args.vmap_seeds)
       for r in recs:
@@ -187,7 +226,9 @@ def main(argv=None) -> int:
            + (f" (classes {classes})" if fc is not None
               else f" {args.forget_ratio:g}") + f", seeds {seeds}"
            + (f" (settings tuned at forget ratio {entry['forget_ratio']:g},"
-              " epochs recomputed under the cap)" if recap else ""))
+              " epochs recomputed under the cap)" if recap else "")
+           + (f", stopping rule {args.stop_when} every {args.stop_every} "
+              "steps" if args.stop_when else ""))
   md = markdown(records, title=title)
   (workdir / "table.md").write_text(md + "\n")
   print(md)

@@ -193,6 +193,13 @@ def build_parser() -> argparse.ArgumentParser:
   r.add_argument("--unlearn-lr", type=float, default=None,
                  help="peak learning rate of the unlearning cosine schedule "
                       "(default: per dataset and scenario)")
+  r.add_argument("--stop-when", default=None, metavar="RULE",
+                 help="stop a method's unlearning once D_f meets RULE, "
+                      "checked every --stop-every steps: 'ua>=T' (UA in "
+                      "percent) or 'entropy>=T' (mean normalized forget "
+                      "entropy); default: none, the whole budget runs")
+  r.add_argument("--stop-every", type=int, default=None, metavar="STEPS",
+                 help="steps between checks of --stop-when (default 10)")
   r.add_argument("--optimizer", default="sgd", choices=catalog.OPTIMIZERS,
                  help="optimizer behind every unlearning method (default: "
                       "sgd)")
@@ -215,6 +222,7 @@ def _check_ranges(args) -> None:
       ("--forget-ratio", args.forget_ratio, lambda v: 0 < v < 1,
        "in (0, 1)"),
       ("--forget-class", args.forget_class, lambda v: v >= 0, ">= 0"),
+      ("--stop-every", args.stop_every, lambda v: v > 0, "> 0"),
   )
   for flag, value, ok, want in checks:
     if value is not None and not ok(value):
@@ -223,6 +231,14 @@ def _check_ranges(args) -> None:
     raise CliError("--epochs 0 trains nothing (Original and Retrain would be "
                    "their random initialization); add --allow-untrained to "
                    "run it anyway")
+  if args.stop_every is not None and args.stop_when is None:
+    raise CliError("--stop-every needs --stop-when RULE")
+  if args.stop_when is not None:
+    from oeu_jax import stopping
+    try:
+      stopping.parse(args.stop_when)
+    except ValueError as e:
+      raise CliError(f"--stop-when: {e}") from None
   for flag, values in (("--seeds", args.seeds), ("--methods", args.methods)):
     dups = sorted({str(v) for v in values if values.count(v) > 1})
     if dups:
@@ -302,7 +318,9 @@ def run_config_from_args(args) -> config_lib.RunConfig:
   unl = config_lib.default_unlearn(args.dataset, args.scenario)
   for field, value in (("epochs", args.unlearn_epochs),
                        ("batch_size", args.unlearn_batch_size),
-                       ("lr", args.unlearn_lr)):
+                       ("lr", args.unlearn_lr),
+                       ("stop_when", args.stop_when),
+                       ("stop_every", args.stop_every)):
     if value is not None:
       unl = dataclasses.replace(unl, **{field: value})
   return config_lib.RunConfig(

@@ -49,12 +49,15 @@ class Outcome(NamedTuple):
     metrics: per lane, ``{name: (steps,) array}`` over the steps it ran, in
       order, ``"finite"`` included.
     skipped: per lane, the number of non-finite steps that were skipped.
+    stopped: per lane, the step at which its stopping rule ended it, or
+      None (it ran to its total).
   """
   state: Any
   seconds: float
   compile_seconds: float
   metrics: list
   skipped: list
+  stopped: Optional[list] = None
 
 
 class Compiled:
@@ -139,9 +142,22 @@ def resume_step(checkpoint_dir: Optional[str], total: int, *,
         f"{checkpoint_dir} holds a checkpoint of step {last}, past the "
         f"{total} steps of this run (written with another config?); use "
         f"another directory")
-  if last < total and not resume:
+  if last < total and not resume and stopped_at(checkpoint_dir) != last:
     raise UnfinishedRunError(checkpoint_dir, last, total)
   return last
+
+
+def stopped_at(checkpoint_dir: Optional[str]) -> Optional[int]:
+  """The step at which a stopping rule ended the run saved in
+  ``checkpoint_dir`` (its latest checkpoint is then that step), or None."""
+  if checkpoint_dir is None:
+    return None
+  last = checkpointing.latest_step(checkpoint_dir)
+  if last is None:
+    return None
+  t = checkpointing.read_manifest(checkpoint_dir, step=last)["meta"].get(
+      "tally") or {}
+  return last if t.get("stopped_at") == last else None
 
 
 class UnfinishedRunError(ValueError):
@@ -183,14 +199,15 @@ def kept_note(checkpoint_dir: Optional[str]) -> str:
   return f"; the last good checkpoint is step {last} in {checkpoint_dir}"
 
 
-def chunks(g0: int, g1: int, size: int, every: Optional[int] = None):
+def chunks(g0: int, g1: int, size: int, *every: Optional[int]):
   """``[a, b)`` pieces of ``[g0, g1)`` ending on multiples of ``size`` and
-  of ``every`` (the checkpoint cadence, when given)."""
+  of each of ``every`` that is given (the checkpoint and stop cadences)."""
   g = g0
   while g < g1:
     b = min(g1, (g // size + 1) * size)
-    if every:
-      b = min(b, (g // every + 1) * every)
+    for e in every:
+      if e:
+        b = min(b, (g // e + 1) * e)
     yield g, b
     g = b
 
@@ -201,7 +218,9 @@ def run(execute: Callable, state: Any, *, starts: Sequence[int],
         lane: Callable[[Any, int], Any] = lambda state, i: state,
         skip_nonfinite: bool = False,
         failure: Callable[[int, int], str] = lambda i, step: f"step {step}",
-        progress: bool = False, desc: str = "run") -> Outcome:
+        progress: bool = False, desc: str = "run",
+        stop: Optional[Callable[[Any, int], bool]] = None,
+        stop_every: int = 0) -> Outcome:
   """Drives ``execute`` over every lane's steps ``[starts[i], totals[i])``.
 
   Args:
@@ -222,6 +241,11 @@ def run(execute: Callable, state: Any, *, starts: Sequence[int],
     progress: a tqdm bar on a terminal, plain lines otherwise
       (:func:`oeu_jax.progress.bar`).
     desc: its label.
+    stop: ``(lane_state, i) -> bool``, checked for every running lane after
+      each multiple of ``stop_every`` steps (:mod:`oeu_jax.stopping`): True
+      ends lane ``i`` there (its final checkpoint is that step, its tally
+      records ``stopped_at``). None: every lane runs to its total.
+    stop_every: the steps between checks (chunks end on its multiples).
 
   Returns:
     An :class:`Outcome`.
@@ -231,6 +255,11 @@ def run(execute: Callable, state: Any, *, starts: Sequence[int],
       naming it and the last good checkpoint.
   """
   n = len(starts)
+  if stop is not None and stop_every < 1:
+    raise ValueError(f"stop_every must be >= 1 with a stopping rule, got "
+                     f"{stop_every}")
+  totals = [int(t) for t in totals]  # A stopped lane's ends at its stop.
+  stopped = [None] * n
   g0, g1 = min(starts), max(totals)
   saving = any(d is not None for d in checkpoint_dirs)
   bar = progress_lib.bar(g1 - g0, desc) if progress and g1 > g0 else None
@@ -258,7 +287,8 @@ def run(execute: Callable, state: Any, *, starts: Sequence[int],
     checkpointing.save_checkpoint(checkpoint_dirs[i], step, lane(state, i),
                                   meta={"tally": tallies[i]})
 
-  for a, b in chunks(g0, g1, chunk, checkpoint_every if saving else None):
+  for a, b in chunks(g0, g1, chunk, checkpoint_every if saving else None,
+                    stop_every if stop is not None else None):
     steps = np.arange(a, b)[:, None]
     active = (steps >= starts_a[None]) & (steps < totals_a[None])
     if not active.any():  # Between one lane's end and another's restart.
@@ -272,18 +302,28 @@ def run(execute: Callable, state: Any, *, starts: Sequence[int],
       k, i = map(int, np.argwhere(bad)[0])
       raise FloatingPointError(
           f"{failure(i, a + k)}{kept_note(checkpoint_dirs[i])}")
+    check = stop is not None and b % stop_every == 0
     for i in range(n):
       rows = active[:, i]
       if rows.any():
         history[i].append({key: np.asarray(v)[rows, i]
                            for key, v in m.items()})
         skipped[i] += int(bad[:, i].sum())
+      ran_to_b = bool(rows.any()) and starts[i] < b <= totals[i]
+      if check and ran_to_b and b < totals[i] and stop(lane(state, i), i):
+        totals[i] = stopped[i] = b
+        totals_a[i] = b
+        tallies[i] = dict(tallies[i], stopped_at=b)
       ckpt = checkpoint_dirs[i]
-      if (ckpt is not None and b % checkpoint_every == 0 and rows.any()
-          and starts[i] < b <= totals[i]):
+      if ckpt is not None and ran_to_b and (b % checkpoint_every == 0
+                                            or stopped[i] == b):
         save(i, b, state)
     if bar is not None:
       bar.update(b - a)
+    if max(totals) <= b:  # Every lane is done (some stopped early).
+      if bar is not None and g1 > b:
+        bar.update(g1 - b)
+      break
   jax.block_until_ready(state)
   if bar is not None:
     bar.close()
@@ -300,7 +340,7 @@ def run(execute: Callable, state: Any, *, starts: Sequence[int],
       logging.warning("%s: skipped %d of %d steps with non-finite values",
                       desc if n == 1 else f"{desc} lane {i}", s,
                       totals[i] - starts[i])
-  return Outcome(state, seconds, compile_s, metrics, skipped)
+  return Outcome(state, seconds, compile_s, metrics, skipped, stopped)
 
 
 def run_one(step: Callable, state: Any, data: Sequence[Any],
@@ -308,15 +348,19 @@ def run_one(step: Callable, state: Any, data: Sequence[Any],
             checkpoint_dir: Optional[str], checkpoint_every: int,
             skip_nonfinite: bool, failure: Callable[[int], str], mesh=None,
             donate: bool = False, progress: bool = False,
-            desc: str = "run") -> Outcome:
+            desc: str = "run",
+            stop: Optional[Callable[[Any, int], bool]] = None,
+            stop_every: int = 0) -> Outcome:
   """:func:`run` for one lane with a :class:`StepExecutor` (one dispatch
-  per step); ``failure(step)`` names a non-finite step."""
+  per step); ``failure(step)`` names a non-finite step, ``stop`` and
+  ``stop_every`` are :func:`run`'s."""
   execute = StepExecutor(step, data, indices, mesh=mesh, donate=donate)
   return run(execute, state, starts=[int(state.step)], totals=[total],
              checkpoint_dirs=[checkpoint_dir],
              checkpoint_every=checkpoint_every,
              skip_nonfinite=skip_nonfinite,
-             failure=lambda i, s: failure(s), progress=progress, desc=desc)
+             failure=lambda i, s: failure(s), progress=progress, desc=desc,
+             stop=stop, stop_every=stop_every)
 
 
 def mean_metrics(metrics: dict) -> dict:

@@ -210,13 +210,16 @@ class _Executor:
 def _drive(one_step: Callable, states: list, datas: list, indices: Callable,
            *, lanes: list, starts: list, totals: list, dirs: list,
            config, mesh, seedwise_convs: Optional[bool], progress: bool,
-           desc: str, seeds: list, what: str) -> dict:
+           desc: str, seeds: list, what: str,
+           stop: Optional[Callable[[int, Any], bool]] = None) -> dict:
   """Runs the pending lanes, one vmapped program per step count.
 
   ``datas[i]`` is lane ``i``'s data, or all ``None`` but ``datas[0]`` when
   every lane shares one copy. Returns ``{lane: (state, seconds,
-  compile_seconds, metrics, skipped)}`` with the times divided among the
-  lanes of a program.
+  compile_seconds, metrics, skipped, stopped)}`` with the times divided
+  among the lanes of a program; ``stopped`` is the step at which lane
+  ``i``'s stopping rule ``stop(i, lane_state)`` (checked every
+  ``config.stop_every`` steps) ended it, or None.
   """
   seedwise = (seedwise_conv.use_by_default() if seedwise_convs is None
               else bool(seedwise_convs))
@@ -241,11 +244,15 @@ def _drive(one_step: Callable, states: list, datas: list, indices: Callable,
         lane=unstack, skip_nonfinite=config.skip_nonfinite,
         failure=lambda j, s: (f"{desc} (seed {seeds[group[j]]}): non-finite "
                               f"{what} at step {s}"),
-        progress=progress, desc=f"{desc} x{len(group)}")
+        progress=progress, desc=f"{desc} x{len(group)}",
+        stop=(None if stop is None else
+              lambda st, j, group=group: stop(group[j], st)),
+        stop_every=getattr(config, "stop_every", 0))
     share = 1.0 / len(group)
     for j, i in enumerate(group):
       out[i] = (unstack(res.state, j), res.seconds * share,
-                res.compile_seconds * share, res.metrics[j], res.skipped[j])
+                res.compile_seconds * share, res.metrics[j], res.skipped[j],
+                res.stopped[j])
   return out
 
 
@@ -335,7 +342,8 @@ def unlearn_seeds(method: methods_lib.Method, model,
     states.append(loop.restore(st, ckpt, total, resume=resume,
                                desc=f"{method.name} seed {s}"))
   starts = [int(st.step) for st in states]
-  pending = [i for i in range(n) if starts[i] < totals[i]]
+  pending = [i for i in range(n) if starts[i] < totals[i]
+             and loop.stopped_at(dirs[i]) != starts[i]]
   shared = len(pending) > 0 and _all_equal([data_list[i] for i in pending])
   datas = ([data_list[pending[0]]] + [None] * (n - 1) if shared
            else list(data_list))
@@ -353,18 +361,22 @@ def unlearn_seeds(method: methods_lib.Method, model,
     nf, nr = sizes[i]
     return unlearn_lib.step_indices(nf, nr, config, seeds[i], g)
 
+  checks = [unlearn_lib.stop_check(model, config, d) for d in data_list]
   ran = _drive(one_step, states, datas, indices, lanes=pending,
                starts=starts, totals=totals, dirs=dirs, config=config,
                mesh=mesh, seedwise_convs=seedwise_convs, progress=progress,
-               desc=method.name, seeds=seeds, what="loss or update")
+               desc=method.name, seeds=seeds, what="loss or update",
+               stop=(None if checks[0] is None else
+                     lambda i, st: checks[i](st, i)))
   results = []
   for i in range(n):
     if i not in ran:  # A finished run restored from its checkpoint.
       results.append(unlearn_lib.UnlearnResult(states[i], 0.0, 0.0, {}))
       continue
-    state, seconds, compile_s, m, skipped = ran[i]
+    state, seconds, compile_s, m, skipped, stopped = ran[i]
     results.append(unlearn_lib.UnlearnResult(
-        state, seconds, compile_s, unlearn_lib.summarize(m, skipped)))
+        state, seconds, compile_s,
+        unlearn_lib.summarize(m, skipped, stopped)))
   return results
 
 
@@ -466,7 +478,7 @@ def fit_seeds(model, x: np.ndarray, y: np.ndarray, *,
       results.append(train_lib.TrainResult(states[i], 0.0, 0.0,
                                            np.zeros((0,), np.float32)))
       continue
-    state, seconds, compile_s, m, skipped = ran[i]
+    state, seconds, compile_s, m, skipped, _ = ran[i]
     results.append(train_lib.TrainResult(
         state, seconds, compile_s, np.asarray(m["loss"], np.float32),
         skipped))

@@ -36,6 +36,7 @@ from oeu_jax import data as data_lib
 from oeu_jax import loop
 from oeu_jax import mesh as mesh_lib
 from oeu_jax import methods as methods_lib
+from oeu_jax import stopping
 from oeu_jax import transforms
 
 Array = jax.Array
@@ -71,6 +72,12 @@ class UnlearnConfig:
       kept). True: that step's update is dropped (as with
       ``optax.apply_if_finite``) and unlearning goes on; the count is
       ``metrics["skipped_steps"]`` of the result.
+    stop_when: an early-stopping rule on D_f, ``"ua>=T"`` or
+      ``"entropy>=T"`` (:mod:`oeu_jax.stopping`), checked every
+      ``stop_every`` steps; a run that meets it ends there and reports the
+      step as ``metrics["stop_step"]``. ``None`` (default): every method
+      runs its whole budget, as its reference code does.
+    stop_every: steps between checks of ``stop_when``.
   """
   epochs: int = 10
   batch_size: int = 256
@@ -81,20 +88,25 @@ class UnlearnConfig:
   schedule: Optional[str] = None
   forget_batch_size: Optional[int] = None
   forget_epochs: Optional[int] = None
+  stop_when: Optional[str] = None
+  stop_every: int = 10
 
   def __repr__(self) -> str:
-    # Checkpoint fingerprints hash this repr: the schedule fields appear
-    # only where they differ from the paired defaults, so workdirs written
-    # before they existed keep their names (and are reused) while a run
-    # under another schedule gets directories of its own.
+    # Checkpoint fingerprints (and stored tuning trials) hash this repr:
+    # the schedule and stopping fields appear only where they differ from
+    # their defaults, so workdirs written before they existed keep their
+    # names (and are reused) while a run under another schedule or rule
+    # gets directories of its own.
     parts = [f"{f.name}={getattr(self, f.name)!r}"
              for f in dataclasses.fields(self)
              if not (f.name in _SCHEDULE_FIELDS
-                     and getattr(self, f.name) in (None, "paired"))]
+                     and getattr(self, f.name) in (None, "paired"))
+             and not (f.name == "stop_every" and self.stop_when is None)]
     return f"UnlearnConfig({', '.join(parts)})"
 
 
-_SCHEDULE_FIELDS = ("schedule", "forget_batch_size", "forget_epochs")
+_SCHEDULE_FIELDS = ("schedule", "forget_batch_size", "forget_epochs",
+                    "stop_when")
 
 
 class UnlearnState(NamedTuple):
@@ -137,6 +149,11 @@ def validate_config(config: UnlearnConfig) -> None:
     v = getattr(config, name)
     if v is not None and (int(v) != v or v < (1 if name[7] == "b" else 0)):
       raise ValueError(f"{name} must be an integer > 0 (or None), got {v}")
+  stopping.parse(config.stop_when)
+  if (int(config.stop_every) != config.stop_every
+      or config.stop_every <= 0):
+    raise ValueError(f"stop_every must be an integer > 0, got "
+                     f"{config.stop_every}")
 
 
 def resolve(config: UnlearnConfig,
@@ -396,8 +413,8 @@ def unlearn(method: methods_lib.Method, model, params, batch_stats,
   state = loop.restore(state, checkpoint_dir, total, resume=resume,
                        desc=method.name)
   start = int(state.step)
-  if start >= total:  # A finished run restored from its checkpoint.
-    return UnlearnResult(state, 0.0, 0.0, {})
+  if start >= total or loop.stopped_at(checkpoint_dir) == start:
+    return UnlearnResult(state, 0.0, 0.0, {})  # Finished (or stopped).
   state, data = mesh_lib.replicate(mesh, (state, data))
   nf, nr = len(data.forget_y), len(data.retain_y)
   out = loop.run_one(
@@ -408,9 +425,11 @@ def unlearn(method: methods_lib.Method, model, params, batch_stats,
       skip_nonfinite=config.skip_nonfinite,
       failure=lambda s: (f"{method.name}: non-finite loss or update at "
                          f"unlearning step {s}"),
-      mesh=mesh, progress=progress, desc=method.name)
+      mesh=mesh, progress=progress, desc=method.name,
+      stop=stop_check(model, config, data), stop_every=config.stop_every)
   return UnlearnResult(out.state, out.seconds, out.compile_seconds,
-                       summarize(out.metrics[0], out.skipped[0]))
+                       summarize(out.metrics[0], out.skipped[0],
+                                 out.stopped[0]))
 
 
 def total_steps(data: UnlearnData, config: UnlearnConfig) -> int:
@@ -431,9 +450,24 @@ def num_steps(num_forget: int, num_retain: int,
       epochs - head) * tail
 
 
-def summarize(metrics: dict, skipped: int) -> dict:
-  """A run's metrics: means over its finite steps, and the skipped count."""
+def summarize(metrics: dict, skipped: int,
+              stopped: Optional[int] = None) -> dict:
+  """A run's metrics: means over its finite steps, the skipped count, and
+  the step its stopping rule ended it at (when it did)."""
   summary = loop.mean_metrics(metrics)
   if skipped:
     summary["skipped_steps"] = skipped
+  if stopped is not None:
+    summary["stop_step"] = int(stopped)
   return summary
+
+
+def stop_check(model, config: UnlearnConfig, data: UnlearnData):
+  """``(state, lane) -> bool`` for :func:`oeu_jax.loop.run`: has this
+  run's D_f met ``config.stop_when``? None without a rule."""
+  rule = stopping.parse(config.stop_when)
+  if rule is None:
+    return None
+  check = stopping.make_check(model, rule)
+  return lambda state, _: check(state.params, state.batch_stats,
+                                data.forget_x, data.forget_y)

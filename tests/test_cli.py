@@ -110,6 +110,17 @@ CASES = [
     ("missing_dataset", ["run"], None, 2, r"required: --dataset"),
     ("unknown_flag", RUN + ["--lr", "0.1"], None, 2,
      r"unrecognized arguments: --lr 0.1"),
+    # Stopping rule.
+    ("stop_bad_rule", RUN + ["--stop-when", "ua=95"], None, 2,
+     r"--stop-when: stop rule 'ua=95' must read METRIC>=THRESHOLD"),
+    ("stop_bad_metric", RUN + ["--stop-when", "loss>=1"], None, 2,
+     r"unknown metric 'loss'; valid: ua, entropy"),
+    ("stop_out_of_range", RUN + ["--stop-when", "entropy>=2"], None, 2,
+     r"entropy threshold must be in \[0, 1\]"),
+    ("stop_every_alone", RUN + ["--stop-every", "5"], None, 2,
+     r"--stop-every needs --stop-when RULE"),
+    ("stop_every_zero", RUN + ["--stop-when", "ua>=95", "--stop-every", "0"],
+     None, 2, r"--stop-every must be > 0, got 0"),
     # Forget ratio and class.
     ("ratio_one", RUN + ["--forget-ratio", "1"], None, 2,
      r"--forget-ratio must be in \(0, 1\), got 1.0"),
@@ -495,3 +506,12 @@ def test_unfinished_run_message_names_the_api_argument(tmp_path):
   assert "pass resume=True to continue it" in str(info.value)
   assert "--resume" not in str(info.value)
   assert (info.value.step, info.value.total) == (2, 6)
+
+
+def test_stop_flags_reach_the_unlearning_config():
+  args = cli.build_parser().parse_args(
+      RUN + ["--stop-when", "entropy>=0.9", "--stop-every", "4"])
+  u = cli.run_config_from_args(args).unlearn
+  assert (u.stop_when, u.stop_every) == ("entropy>=0.9", 4)
+  plain = cli.run_config_from_args(cli.build_parser().parse_args(RUN))
+  assert plain.unlearn.stop_when is None

@@ -177,6 +177,41 @@ def test_table_flags_skipped_rows_and_marks_significance():
   assert "oeu ≈" in table.markdown(same, title="t")
 
 
+def test_table_reports_stopped_units_only_under_a_rule():
+  recs = [_rec(m, s, g) for s in range(4) for m, g in (("retrain", 0.0),
+                                                          ("rl", 5.0))]
+  recs += [dict(_rec("oeu", s, 1.0), stop_step=10 * (s + 1) if s < 3
+                else None) for s in range(4)]
+  md = table.markdown(recs, title="t")
+  oeu = next(line for line in md.splitlines() if line.startswith("| oeu"))
+  assert oeu.rstrip(" |").endswith("3/4, 20")  # Median of 10, 20, 30.
+  plain = [dict(r, stop_step=None) for r in recs]
+  assert "stopped" not in table.markdown(plain, title="t")
+
+
+def test_table_passes_the_stopping_rule_to_every_method(tiny_tuner):
+  args, units, train = tiny_tuner
+  entry = {"methods": {"ga": {"pick": {"lr": 1e-3, "hparams": {},
+                                       "epochs": 2}}}}
+  seed, fc, split = units[0]
+  cfg = table.method_config(
+      entry, "ga", dataset="digits", scenario="class", forget_class=fc,
+      forget_ratio=None, seeds=[0], data_dir=None, model="cnn",
+      bits="w4a8", train=train, max_examples=300,
+      num_forget=len(split.forget_idx), num_retain=len(split.retain_idx),
+      stop_when="ua>=90", stop_every=3)
+  assert (cfg.unlearn.stop_when, cfg.unlearn.stop_every) == ("ua>=90", 3)
+  assert table.main(["--dataset", "digits", "--scenario", "class",
+                     "--stop-when", "ua=1"]) == 2
+  # Through the pipeline: a rule met at the first check ends the run
+  # there, and the record says so.
+  cfg = tune.trial_config(args, "ga", seed, fc, split, 1e-3, {}, train)
+  cfg = dataclasses.replace(cfg, unlearn=dataclasses.replace(
+      cfg.unlearn, stop_when="ua>=0", stop_every=2))
+  recs = pipeline.run(cfg, args.workdir, resume=True, log=lambda *_: None)
+  assert next(r for r in recs if r["method"] == "ga")["stop_step"] == 2
+
+
 def test_a_diverging_table_run_is_reported_not_raised(tiny_tuner):
   args, units, train = tiny_tuner
   seed, fc, split = units[0]

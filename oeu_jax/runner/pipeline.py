@@ -82,11 +82,12 @@ def _accounted(ckpt_dir: Path, result: Any, stored: Optional[dict]) -> dict:
        if last is not None else None)
   if t is not None and t["first_step"] == 0 and t["step"] == last:
     out = {"seconds": t["seconds"], "compile_seconds": t["compile_seconds"],
-           "metrics": tally_lib.means(t)}
+           "metrics": tally_lib.means(t), "stop_step": t.get("stopped_at")}
   else:
     out = dict(stored or {"seconds": result.seconds,
                           "compile_seconds": result.compile_seconds},
                metrics=getattr(result, "metrics", {}))
+    out["stop_step"] = out["metrics"].get("stop_step")
   if stored is None and last is not None:  # For readers of timing.json.
     layout_lib.write_json(ckpt_dir / layout_lib.TIMING_JSON,
                           {"seconds": out["seconds"],
@@ -278,6 +279,8 @@ def _run(cfg: config_lib.RunConfig, workdir: str | Path, *, progress: bool,
       rec["rte_with_compile_s"] = float(t["seconds"] + t["compile_seconds"])
       if with_metrics:
         rec["train_metrics"] = t["metrics"]
+        # The step a stopping rule (UnlearnConfig.stop_when) ended it at.
+        rec["stop_step"] = t.get("stop_step")
       rows[s].append(rec)
 
   originals = stages.fit("original", seeds, None)
