@@ -12,8 +12,11 @@ tuning seeds) and, class-wise, every listed class; non-finite steps are
 skipped and such rows flagged rather than aborting the table. Writes
 ``WORKDIR/results.json`` (every record) and ``WORKDIR/table.md``: mean ± std
 and the 95% CI half-width per metric, Avg. gap of the means (SalUn) beside
-the mean of per-unit gaps, RTE against Retrain's, and for OEU a paired
-t-test against the best baseline over the (seed, class) units.
+the mean of per-unit gaps, RTE against Retrain's, the units that skipped a
+non-finite step (``flagged``) or whose RA fell out of the working range
+(``collapsed``: more than ``protocol.RA_DROP`` points below the same unit's
+Retrain), and for OEU a paired t-test against the best baseline over the
+(seed, class) units.
 """
 
 import argparse
@@ -91,6 +94,14 @@ def _stopped(recs: list) -> str:
   return f"{len(steps)}/{len(recs)}, {float(np.median(steps)):g}"
 
 
+def collapsed(recs: list, retrain: list) -> int:
+  """Units whose RA is out of the working range of the same unit's Retrain
+  (:func:`experiments.protocol.in_working_range`)."""
+  ref = {(r["seed"], r.get("forget_class")): r["ra"] for r in retrain}
+  return sum(1 for r in recs if not protocol.in_working_range(
+      r["ra"], ref[(r["seed"], r.get("forget_class"))]))
+
+
 def markdown(records: list, *, title: str) -> str:
   """The table: metrics, gaps, RTE and OEU's significance marker."""
   by = stats.by_method(records)
@@ -98,9 +109,9 @@ def markdown(records: list, *, title: str) -> str:
   stops = any(r.get("stop_step") is not None for r in records)
   lines = [f"### {title}", "",
            "| method | UA | RA | TA | MIA-efficacy | Avg. gap (of means) |"
-           " mean per-unit gap | RTE (s) | flagged |"
+           " mean per-unit gap | RTE (s) | flagged | collapsed |"
            + (" stopped (units, median step) |" if stops else ""),
-           "|---|---|---|---|---|---|---|---|---|" + ("---|" if stops
+           "|---|---|---|---|---|---|---|---|---|---|" + ("---|" if stops
                                                       else "")]
   best = stats.best_baseline(records)
   test = None
@@ -121,7 +132,8 @@ def markdown(records: list, *, title: str) -> str:
         f"| {m}{mark} | " + " | ".join(_cell([r[k] for r in recs])
                                       for k in KEYS)
         + f" | {gap:.2f} | {per.mean:.2f} ± {per.std:.2f} | "
-        f"{_cell([r['rte_s'] for r in recs])} | {flagged} |"
+        f"{_cell([r['rte_s'] for r in recs])} | {flagged} | "
+        f"{collapsed(recs, retrain)} |"
         + (f" {_stopped(recs)} |" if stops else ""))
   if test is not None:
     verdict = ("significant" if test.significant else "not significant")

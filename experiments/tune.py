@@ -14,11 +14,12 @@ compute cap allows; a grid that does not bracket its best setting is
 extended by half-decades (:func:`experiments.protocol.extension`) and
 refined at the log-midpoints around its pick
 (:func:`experiments.protocol.refinement`); the setting with the lowest mean
-Avg. gap to Retrain is picked. Original and Retrain are trained once per
-unit and reused from checkpoints across the whole grid (``--workdir``); a
-rerun reuses every finished trial. The search space, every trial (diverged
-ones flagged) and the picks go to ``--out`` under ``[dataset][scenario]``, which
-:mod:`experiments.table` reads.
+Avg. gap to Retrain among those in the working range
+(:func:`experiments.protocol.in_working_range`) is picked. Original and
+Retrain are trained once per unit and reused from checkpoints across the
+whole grid (``--workdir``); a rerun reuses every finished trial. The search
+space, every trial (diverged ones flagged) and the picks go to ``--out``
+under ``[dataset][scenario]``, which :mod:`experiments.table` reads.
 """
 
 import argparse
@@ -28,6 +29,7 @@ import logging
 import math
 import sys
 from pathlib import Path
+from typing import Optional
 
 from experiments import common
 from experiments import protocol
@@ -90,12 +92,17 @@ def _unlearn(args, method, unit_list, train, lr, knob) -> str:
 
 
 def _cached(done, key, args, method, unit_list, train, lr, knob,
-            on_trial=None) -> dict:
+            on_trial=None, *, need_metrics: bool = False) -> dict:
   """The stored trial of ``key`` if still valid, else a fresh run (then
-  ``on_trial(done)`` is called, so progress can be saved trial by trial)."""
+  ``on_trial(done)`` is called, so progress can be saved trial by trial).
+
+  ``need_metrics``: a stored trial without per-unit metrics (tuned before
+  the working-range rule) is run again to get them.
+  """
   current = _unlearn(args, method, unit_list, train, lr, knob)
   trial = done.get(key)
-  if trial is None or trial.get("unlearn") != current:
+  if (trial is None or trial.get("unlearn") != current
+      or (need_metrics and "metrics" not in trial)):
     trial = _trial(args, method, unit_list, train, lr, knob)
     trial["unlearn"] = current
     done[key] = trial
@@ -104,9 +111,14 @@ def _cached(done, key, args, method, unit_list, train, lr, knob,
   return trial
 
 
+_METRICS = ("ua", "ra", "ta", "mia_efficacy")
+
+
 def _trial(args, method, unit_list, train, lr, knob) -> dict:
-  """One setting on every tuning unit; diverged settings are rejected."""
-  gaps, diverged, epochs = [], False, None
+  """One setting on every tuning unit; diverged settings and settings out
+  of the working range (:func:`experiments.protocol.in_working_range`) are
+  rejected (score +inf)."""
+  gaps, metrics, diverged, epochs = [], [], False, None
   for seed, fc, split in unit_list:
     cfg = trial_config(args, method, seed, fc, split, lr, knob, train)
     epochs = cfg.unlearn.epochs
@@ -117,12 +129,42 @@ def _trial(args, method, unit_list, train, lr, knob) -> dict:
       logging.warning("%s lr=%g %s diverged: %s", method, lr, knob, e)
       diverged = True
       break
-    gaps.append(next(r for r in recs if r["method"] == method)["avg_gap"])
-  score = math.inf if diverged else sum(gaps) / len(gaps)
+    rec = next(r for r in recs if r["method"] == method)
+    ref = next(r for r in recs if r["method"] == "retrain")
+    gaps.append(rec["avg_gap"])
+    metrics.append({k: rec[k] for k in _METRICS} | {"retrain_ra": ref["ra"]})
+  out = not diverged and not all(
+      protocol.in_working_range(m["ra"], m["retrain_ra"]) for m in metrics)
+  score = math.inf if diverged or out else sum(gaps) / len(gaps)
   print(f"{method:13s} lr={lr:<9g} {knob} epochs={epochs} "
-        f"gap={score:.2f}{' DIVERGED' if diverged else ''}", flush=True)
+        f"gap={sum(gaps) / max(1, len(gaps)):.2f}"
+        f"{' DIVERGED' if diverged else ''}"
+        f"{' OUT OF RANGE' if out else ''}", flush=True)
   return {"lr": lr, "hparams": knob, "epochs": epochs, "gaps": gaps,
-          "score": score, "diverged": diverged}
+          "metrics": metrics, "score": score, "diverged": diverged,
+          "out_of_range": out}
+
+
+def _best(trials):
+  finite = [t for t in trials if math.isfinite(t["score"])]
+  return min(finite, key=lambda t: t["score"]) if finite else None
+
+
+def _checked_best(trials, run_again) -> Optional[dict]:
+  """The best trial, its working range checked.
+
+  Trials stored before the working-range rule have no per-unit metrics;
+  the best of them is run again (``run_again(trial)`` returns the fresh
+  trial, which replaces it in ``trials``) until the best trial has been
+  checked. The rule only rejects settings, so checking the candidates for
+  the pick in score order finds the pick a full rerun would; the bracketing
+  and refinement that follow see the rejected ones at +inf.
+  """
+  while True:
+    best = _best(trials)
+    if best is None or "metrics" in best:
+      return best
+    trials[trials.index(best)] = run_again(best)
 
 
 def tune_method(args, method: str, unit_list, train, done: dict, *,
@@ -138,30 +180,41 @@ def tune_method(args, method: str, unit_list, train, done: dict, *,
   knobs = list({json.dumps(kv, sort_keys=True): kv
                 for _, kv in space}.values())
   trials, extended = [], []
+
+  def run_again(t):
+    key = json.dumps([t["lr"], t["hparams"]], sort_keys=True)
+    return _cached(done, key, args, method, unit_list, train, t["lr"],
+                   t["hparams"], on_trial, need_metrics=True)
+
   while True:
     for lr, knob in space:
       key = json.dumps([lr, knob], sort_keys=True)
       trials.append(_cached(done, key, args, method, unit_list, train, lr,
                             knob, on_trial))
+    _checked_best(trials, run_again)
     lr = protocol.extension(trials, base_lrs,
                             max_extensions=max_extensions)
     if lr is None:
       break
     extended.append(lr)
     space = [(lr, kv) for kv in knobs]
-  finite = [t for t in trials if math.isfinite(t["score"])]
-  best = min(finite, key=lambda t: t["score"]) if finite else None
+  best = _checked_best(trials, run_again)
   refined = protocol.refinement(trials, best) if best and refine else []
   for lr in refined:
     key = json.dumps([lr, best["hparams"]], sort_keys=True)
     trials.append(_cached(done, key, args, method, unit_list, train, lr,
                           best["hparams"], on_trial))
-  finite = [t for t in trials if math.isfinite(t["score"])]
-  best = min(finite, key=lambda t: t["score"]) if finite else None
+  best = _checked_best(trials, run_again)
   spec = {"lr": base_lrs, "extended_lr": extended, "refined_lr": refined,
           "knob": protocol.KNOBS.get(method),
           "fixed": dict(protocol.FIXED.get(method, ()))}
   return {"space": spec, "trials": trials, "pick": best}
+
+
+def _range_cell(trials) -> str:
+  checked = [t for t in trials if "metrics" in t]
+  out = sum(bool(t.get("out_of_range")) for t in checked)
+  return f"{out} of {len(checked)} checked"
 
 
 def markdown(entry: dict, *, title: str) -> str:
@@ -171,11 +224,15 @@ def markdown(entry: dict, *, title: str) -> str:
            "refinements at the pick's knob value.", "",
            f"Tuning seeds {entry['seeds']} (class-wise: class = seed % K), "
            f"compute cap {entry['cap']:.0%} of Retrain's, criterion mean "
-           f"Avg. gap to Retrain. Command: `{entry['command']}` "
-           f"({entry['date']}).", "",
+           f"Avg. gap to Retrain; a setting whose RA on a tuning unit is "
+           f"more than {protocol.RA_DROP:g} points below Retrain's is "
+           "rejected (working range; 'checked': trials whose per-unit "
+           "metrics were recorded, the rest were tuned before the rule and "
+           "scored worse than a checked pick). Command: "
+           f"`{entry['command']}` ({entry['date']}).", "",
            "| method | schedule | lr grid | knob grid | pick: lr | pick: "
-           "knob | epochs | tuning gap | diverged |",
-           "|---|---|---|---|---|---|---|---|---|"]
+           "knob | epochs | tuning gap | diverged | out of range |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
   for m, e in entry["methods"].items():
     pick = e["pick"] or {}
     knob = e["space"]["knob"]
@@ -191,7 +248,7 @@ def markdown(entry: dict, *, title: str) -> str:
         f" | {pick.get('lr', '-')} | {pick.get('hparams') or '-'} | "
         f"{pick.get('epochs', '-')} | {pick.get('score', float('nan')):.2f}"
         f" | {sum(t['diverged'] for t in e['trials'])} of "
-        f"{len(e['trials'])} |")
+        f"{len(e['trials'])} | {_range_cell(e['trials'])} |")
   return "\n".join(lines)
 
 

@@ -130,15 +130,59 @@ def tiny_tuner(tmp_path_factory):
 def test_tuner_picks_the_better_of_two_learning_rates(tiny_tuner,
                                                       monkeypatch):
   args, units, train = tiny_tuner
-  # 1e-7 leaves the Original as it is (UA 0 against Retrain's 100); 0.05
-  # forgets the class.
-  monkeypatch.setattr(protocol, "grid", lambda m: [(1e-7, {}), (0.05, {})])
+  # 1e-7 leaves the Original as it is (UA 0 against Retrain's 100); 0.02
+  # forgets the class and keeps RA within the working range.
+  monkeypatch.setattr(protocol, "grid", lambda m: [(1e-7, {}), (0.02, {})])
   res = tune.tune_method(args, "rl", units, train, {}, max_extensions=0,
                          refine=False)
   lo, hi = res["trials"]
   assert lo["score"] > hi["score"] + 5
-  assert res["pick"]["lr"] == 0.05
+  assert res["pick"]["lr"] == 0.02
   assert not lo["diverged"] and not hi["diverged"]
+  # Per-unit metrics are recorded and both settings keep RA in range.
+  assert not lo["out_of_range"] and not hi["out_of_range"]
+  assert hi["metrics"][0]["ra"] >= hi["metrics"][0]["retrain_ra"] - 10
+
+
+def test_a_setting_out_of_the_working_range_is_rejected(tiny_tuner,
+                                                       monkeypatch):
+  args, units, train = tiny_tuner
+  # 0.05 forgets the class (gap ~8) but wrecks RA: rejected, not picked
+  # over 1e-7 (gap ~51), which keeps the network intact.
+  monkeypatch.setattr(protocol, "grid", lambda m: [(1e-7, {}), (0.05, {})])
+  res = tune.tune_method(args, "rl", units, train, {}, max_extensions=0,
+                         refine=False)
+  lo, hi = res["trials"]
+  (m,) = hi["metrics"]
+  assert m["ra"] < m["retrain_ra"] - protocol.RA_DROP
+  assert hi["out_of_range"] and hi["score"] == math.inf
+  assert not hi["diverged"] and hi["gaps"][0] < lo["score"]
+  assert res["pick"]["lr"] == 1e-7
+
+
+def test_unchecked_candidates_are_rerun_in_score_order():
+  a = {"lr": 1, "score": 1.0}
+  b = {"lr": 2, "score": 2.0}
+  c = {"lr": 3, "score": 3.0, "metrics": []}
+  trials, calls = [a, b, c], []
+
+  def run_again(t):
+    calls.append(t["lr"])
+    out = t["lr"] == 1  # The best stored setting turns out collapsed.
+    return dict(t, metrics=[], out_of_range=out,
+                score=math.inf if out else t["score"])
+
+  best = tune._checked_best(trials, run_again)
+  assert calls == [1, 2] and best["lr"] == 2 and "metrics" in best
+  assert trials[0]["score"] == math.inf and trials[2] is c
+  assert tune._checked_best(trials, run_again) is best and calls == [1, 2]
+
+
+def test_working_range_is_relative_to_retrain():
+  assert protocol.in_working_range(90.0, 100.0)
+  assert not protocol.in_working_range(89.0, 99.5)
+  assert protocol.in_working_range(71.0, 80.0)
+  assert not protocol.in_working_range(50.0, 99.0, drop=20.0)
 
 
 def test_a_diverging_setting_is_rejected_and_flagged(tiny_tuner,
@@ -168,13 +212,24 @@ def test_table_flags_skipped_rows_and_marks_significance():
   md = table.markdown(recs, title="t")
   rows = {line.split("|")[1].strip(): line for line in md.splitlines()
           if line.startswith("| ") and "method" not in line}
-  assert rows["rl (best baseline)"].rstrip(" |").endswith("1")
+  cells = [c.strip() for c in rows["rl (best baseline)"].split("|")]
+  assert cells[-3:-1] == ["1", "0"]  # flagged, collapsed
   assert "oeu *" in rows  # Clearly better over 5 paired units.
   assert "significant at 0.05" in md
   # Identical methods: not significant.
   same = [r for r in recs if r["method"] != "rl"] + [
       dict(r, method="rl") for r in recs if r["method"] == "oeu"]
   assert "oeu ≈" in table.markdown(same, title="t")
+
+
+def test_table_counts_units_out_of_the_working_range():
+  recs = [_rec(m, s, 0.0) for s in range(3) for m in ("retrain", "ft")]
+  recs[1] = dict(recs[1], ra=50.0)  # ft, seed 0: collapsed.
+  md = table.markdown(recs, title="t")
+  ft = next(line for line in md.splitlines() if line.startswith("| ft"))
+  assert [c.strip() for c in ft.split("|")][-2] == "1"
+  assert table.collapsed([dict(r, ra=89.5) for r in recs[1::2]],
+                         recs[0::2]) == 0  # 99 - 10 = 89 <= 89.5
 
 
 def test_table_reports_stopped_units_only_under_a_rule():
@@ -265,9 +320,9 @@ def test_an_interrupted_tuning_resumes_from_its_saved_trials(
   args, _, _ = tiny_tuner
   out = tmp_path / "tuned.json"
   argv = ["--dataset", "digits", "--scenario", "class", "--methods", "rl",
-          "--max-examples", "300", "--train-epochs", "4",
+          "--seeds", "100", "--max-examples", "300", "--train-epochs", "4",
           "--workdir", args.workdir, "--out", str(out)]
-  monkeypatch.setattr(protocol, "grid", lambda m: [(1e-7, {}), (0.05, {})])
+  monkeypatch.setattr(protocol, "grid", lambda m: [(1e-7, {}), (0.02, {})])
   monkeypatch.setattr(tune, "tune_method", functools.partial(
       tune.tune_method, max_extensions=0, refine=False))
   real = tune._trial
@@ -290,6 +345,6 @@ def test_an_interrupted_tuning_resumes_from_its_saved_trials(
       calls.append(a[4]), real(*a, **k))[1])
   assert tune.main(argv) == 0
   done = json.loads(out.read_text())["digits"]["class"]
-  assert 1e-7 not in calls and 0.05 in calls  # Only unfinished trials ran.
+  assert 1e-7 not in calls and 0.02 in calls  # Only unfinished trials ran.
   assert "partial" not in done
-  assert done["methods"]["rl"]["pick"]["lr"] == 0.05
+  assert done["methods"]["rl"]["pick"]["lr"] == 0.02
