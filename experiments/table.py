@@ -5,6 +5,7 @@ Usage::
     python -m experiments.table --dataset digits --scenario class
         [--classes 0,1,...,9] [--forget-ratio 0.1] [--seeds 0,1,2,3,4]
         [--methods ...] [--workdir runs/table-digits-class]
+        [--records results/protocol/digits-class.json]
 
 Every method runs with its picks from ``tuned.json`` (learning rate, knob,
 capped epochs, reference schedule) on the table seeds (disjoint from the
@@ -17,6 +18,14 @@ non-finite step (``flagged``) or whose RA fell out of the working range
 (``collapsed``: more than ``protocol.RA_DROP`` points below the same unit's
 Retrain), and for OEU a paired t-test against the best baseline over the
 (seed, class) units.
+
+``--records FILE`` keeps every record in a file meant to be committed: a
+(class, method) whose records for every seed are already there, under the
+same configuration id (:func:`oeu_jax.runner.workdir.config_id`: dataset,
+model fingerprint, scenario, unlearning budget and hyperparameters), is
+reused instead of rerun, and the file is rewritten after each (class,
+method). Checkpoints live in ``--workdir``, which is not kept between
+sessions; the records file lets a table be built over several sessions.
 """
 
 import argparse
@@ -39,6 +48,7 @@ from oeu_jax import stopping
 from oeu_jax.runner import config as config_lib
 from oeu_jax.runner import layout as layout_lib
 from oeu_jax.runner import pipeline
+from oeu_jax.runner import workdir as workdir_lib
 
 KEYS = ("ua", "ra", "ta", "mia_efficacy")
 
@@ -79,6 +89,18 @@ def method_config(entry: dict, method: str, *, dataset: str, scenario: str,
       train=train, unlearn=ucfg,
       method_hparams=((method, tuple(sorted(hp.items()))),) if hp else (),
       max_examples=max_examples, mia_exclude_forget_class=True)
+
+
+def stored(records: list, cfg: config_lib.RunConfig) -> Optional[list]:
+  """The records of ``cfg`` (its method, Original and Retrain, every seed)
+  among ``records``, or None when any is missing."""
+  cid = workdir_lib.config_id(config_lib.resolve(cfg))
+  fc = cfg.forget_class if cfg.scenario == "class" else None
+  want = {(m, int(s)) for m in ("original", "retrain") + tuple(cfg.methods)
+          for s in cfg.seeds}
+  have = {(r["method"], r["seed"]): r for r in records
+          if r.get("config") == cid and r.get("forget_class") == fc}
+  return [have[k] for k in sorted(want)] if want <= set(have) else None
 
 
 def _cell(values) -> str:
@@ -159,6 +181,10 @@ def main(argv=None) -> int:
   p.add_argument("--tuned", default=str(tune.TUNED_JSON))
   p.add_argument("--data-dir", default=None)
   p.add_argument("--workdir", default=None)
+  p.add_argument("--records", default=None, metavar="FILE",
+                 help="records file kept across sessions: (class, method) "
+                 "runs already in it under the same configuration are "
+                 "reused, new ones added after each run")
   p.add_argument("--stop-when", default=None, metavar="RULE",
                  help="a stopping rule for every method's unlearning "
                  "(oeu_jax.stopping: 'ua>=T' or 'entropy>=T'); default "
@@ -208,6 +234,13 @@ def main(argv=None) -> int:
          if k in ("epochs", "batch_size", "lr")})
   recap = (args.scenario == "random"
            and abs(args.forget_ratio - entry["forget_ratio"]) > 1e-12)
+  kept = []
+  if args.records:
+    try:
+      kept = workdir_lib.read_results(args.records)
+    except ValueError as e:
+      print(f"error: --records: {e}", file=sys.stderr)
+      return 2
   records = []
   for fc in classes:
     split = data_lib.make_split(
@@ -223,8 +256,18 @@ def main(argv=None) -> int:
           num_forget=len(split.forget_idx),
           num_retain=len(split.retain_idx), recap=recap,
           stop_when=args.stop_when, stop_every=args.stop_every)
-      recs = pipeline.run(cfg, workdir, resume=True, log=lambda *_: None,
-                          vmap_seeds=args.vmap_seeds)
+      recs = stored(kept, cfg)
+      reused = recs is not None
+      if not reused:
+        recs = pipeline.run(cfg, workdir, resume=True, log=lambda *_: None,
+                            vmap_seeds=args.vmap_seeds)
+        if args.records:
+          kept = [r for r in kept if not any(
+              r.get("config") == q["config"] and r["method"] == q["method"]
+              and r["seed"] == q["seed"]
+              and r.get("forget_class") == q.get("forget_class")
+              for q in recs)] + recs
+          layout_lib.write_results(kept, args.records)
       for r in recs:
         if r["method"] in ("original", "retrain") and any(
             q["method"] == r["method"] and q["seed"] == r["seed"]
@@ -232,7 +275,8 @@ def main(argv=None) -> int:
             for q in records):
           continue
         records.append(r)
-      print(f"class {fc} {m}: done", flush=True)
+      print(f"class {fc} {m}: {'reused' if reused else 'done'}",
+            flush=True)
       layout_lib.write_results(records, workdir / "results.json")
   title = (f"{args.dataset} {args.scenario}"
            + (f" (classes {classes})" if fc is not None

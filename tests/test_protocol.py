@@ -20,6 +20,7 @@ from oeu_jax import methods
 from oeu_jax import unlearn
 from oeu_jax.runner import config as config_lib
 from oeu_jax.runner import pipeline
+from oeu_jax.runner import workdir as workdir_lib
 
 
 def test_cost_per_epoch_counts_each_schedule():
@@ -265,6 +266,52 @@ def test_table_passes_the_stopping_rule_to_every_method(tiny_tuner):
       cfg.unlearn, stop_when="ua>=0", stop_every=2))
   recs = pipeline.run(cfg, args.workdir, resume=True, log=lambda *_: None)
   assert next(r for r in recs if r["method"] == "ga")["stop_step"] == 2
+
+
+def test_table_records_file_reuses_finished_runs(tiny_tuner, tmp_path,
+                                                monkeypatch):
+  """A records file carries a table across sessions: runs already in it
+  under the same configuration are reused, not rerun."""
+  args, _, train = tiny_tuner
+  # Tuning unit 100's Original and Retrain are in the tuner's workdir; a
+  # table on "seed 100" reuses them (the entry says it was tuned on 7).
+  entry = {"seeds": [7], "model": "cnn", "bits": "w4a8",
+           "train": train._asdict(), "forget_ratio": None,
+           "max_examples": 300,
+           "methods": {"ga": {"pick": {"lr": 1e-4, "hparams": {},
+                                       "epochs": 1}}}}
+  tuned = tmp_path / "tuned.json"
+  tuned.write_text(json.dumps({"digits": {"class": entry}}))
+  records = tmp_path / "records.json"
+  argv = ["--dataset", "digits", "--scenario", "class", "--classes", "0",
+          "--seeds", "100", "--methods", "ga", "--tuned", str(tuned),
+          "--workdir", args.workdir, "--records", str(records)]
+  assert table.main(argv) == 0
+  kept = json.loads(records.read_text())
+  assert sorted(r["method"] for r in kept) == ["ga", "original", "retrain"]
+  calls = []
+  real = pipeline.run
+  monkeypatch.setattr(pipeline, "run", lambda *a, **k: (
+      calls.append(a[0].unlearn.lr), real(*a, **k))[1])
+  assert table.main(argv) == 0 and calls == []  # Reused, not rerun.
+  records.write_text("[1, 2]")
+  assert table.main(argv) == 2
+
+
+def test_stored_records_must_match_the_configuration():
+  train = config_lib.default_train("digits")._replace(epochs=2)
+  cfg = config_lib.resolve(config_lib.RunConfig(
+      dataset="digits", scenario="class", forget_class=0, methods=("ga",),
+      seeds=(0, 1), train=train))
+  cid = workdir_lib.config_id(cfg)
+  recs = [{"method": m, "seed": s, "config": cid, "forget_class": 0}
+          for m in ("original", "retrain", "ga") for s in (0, 1)]
+  assert len(table.stored(recs, cfg)) == 6
+  assert table.stored(recs[:-1], cfg) is None  # A seed is missing.
+  other = dataclasses.replace(cfg, unlearn=dataclasses.replace(
+      cfg.unlearn, lr=cfg.unlearn.lr * 2))
+  assert table.stored(recs, other) is None  # Another pick: rerun.
+  assert table.stored(recs, dataclasses.replace(cfg, forget_class=1)) is None
 
 
 def test_a_diverging_table_run_is_reported_not_raised(tiny_tuner):
