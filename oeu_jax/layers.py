@@ -23,7 +23,26 @@ per output, ResNet-18's largest has 4,608), so the outputs are AQT's bit for
 bit (and TF32 / bfloat16 convolution passes on accelerators represent the
 int8 operands exactly too). Gradients are straight-through, as AQT's: the
 same formulas, rounded in another order (relative differences of the order
-of 1e-6).
+of 1e-7 per layer).
+
+Whole models with BatchNorm agree less closely, and not because of the
+layers. Compiled, the float ops between them (BatchNorm, ReLU6, residual
+adds) are fused differently around an integer dot than around a native
+convolution and can round 1 ulp apart; a 1-ulp change of an activation's
+absmax or of a value at a rounding boundary moves the next layer's 8-bit
+integers by one step, and training-mode BatchNorm over few values per
+channel amplifies that down the network. Measured on MobileNetV2 (W4A8,
+train-mode BatchNorm, cross-entropy gradients, norm of the difference over
+the norm): at 32x32, width 0.5, batch 32 the two paths differ by 0.5%, the
+float model's own sensitivity (0.45% between inputs one ulp apart). At
+16x16, width 0.1, batch 4 (2x2 pixels per channel in the last blocks) they
+differ by 94-97%; traced layer by layer, every quantized conv equals its
+twin on equal inputs, the first difference is 1 ulp in block 0's depthwise
+BatchNorm output, the first integer flip is in block 6's expand conv, and
+it grows from there. Compilation alone moves each path's own gradient as
+much (AQT jitted vs op by op: 2%; fake: 76%), and op by op the two paths'
+logits are bit-identical. The MobileNetV2 gradient difference of 2.7%
+reported for the earlier fake-quant draft is this effect, not a defect.
 
 References:
   Orthogonal Entropy Unlearning (OEU): https://arxiv.org/abs/2602.00567
