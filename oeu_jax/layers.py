@@ -42,7 +42,8 @@ BatchNorm output, the first integer flip is in block 6's expand conv, and
 it grows from there. Compilation alone moves each path's own gradient as
 much (AQT jitted vs op by op: 2%; fake: 76%), and op by op the two paths'
 logits are bit-identical. The MobileNetV2 gradient difference of 2.7%
-reported for the earlier fake-quant draft is this effect, not a defect.
+reported for an earlier, lost fake-quant draft fits this effect (between
+0.5% and 97% here, depending on input size and batch).
 
 References:
   Orthogonal Entropy Unlearning (OEU): https://arxiv.org/abs/2602.00567
