@@ -20,10 +20,10 @@ float operands, and the result is multiplied by the activation scale, then
 the weight scales, in AQT's order. The integer products and their sums are
 exact in float32 while ``|sum| < 2**24`` (W4A8: up to about 18,000 terms
 per output, ResNet-18's largest has 4,608), so the outputs are AQT's bit for
-bit (and TF32 / bfloat16 convolution passes on accelerators represent the
-int8 operands exactly too). Gradients are straight-through, as AQT's: the
-same formulas, rounded in another order (relative differences of the order
-of 1e-7 per layer).
+bit on CPU (TF32 and bfloat16 passes on accelerators also hold int8
+operands exactly; not measured here). Gradients are straight-through, as
+AQT's: the same formulas, rounded in another order (relative differences of
+the order of 1e-7 per layer).
 
 Whole models with BatchNorm agree less closely, and not because of the
 layers. Compiled, the float ops between them (BatchNorm, ReLU6, residual
