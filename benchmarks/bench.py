@@ -10,11 +10,17 @@ Usage::
     python benchmarks/bench.py             # full: ~10 min on 2 quiet cores
     python benchmarks/bench.py --quick     # shrunk budgets: a few minutes
     python benchmarks/bench.py --repeats 7 --only step_ratio,steps
+    taskset -c 0 python benchmarks/bench.py --only quant_impl --json f.json
 
 Sections (``--only``): ``step_ratio`` (OEU / FT step time, projection
 share), ``rte`` (unlearning / Retrain wall time), ``seeds`` (N vmapped seeds
 vs N sequential runs), ``steps`` (steps per second, float vs W4A8),
-``memory`` (peak RSS of an unlearning run, in subprocesses).
+``memory`` (peak RSS of an unlearning run, in subprocesses),
+``quant_impl`` (FT step at W4A8 through AQT's integer dot and through the
+fake-quantized native convolutions, ``QuantSpec.impl``, against float; run
+it pinned to one core, ``taskset -c 0``, so other jobs' load cancels).
+``--json FILE`` writes the figures that have a name as a flat
+``{name: number}`` object.
 """
 
 import argparse
@@ -37,13 +43,14 @@ import numpy as np
 from oeu_jax import data
 from oeu_jax import methods
 from oeu_jax import models
+from oeu_jax import quantization
 from oeu_jax import seeds as seeds_lib
 from oeu_jax import train
 from oeu_jax import transforms
 from oeu_jax import unlearn
 from oeu_jax.runner import config as config_lib
 
-SECTIONS = ("step_ratio", "rte", "seeds", "steps", "memory")
+SECTIONS = ("step_ratio", "rte", "seeds", "steps", "memory", "quant_impl")
 
 
 # --------------------------------------------------------------------------
@@ -288,6 +295,44 @@ def bench_steps(args, rows, notes, table):
                   f"{timers['w4a8'].compile_s:.1f}"))
 
 
+def bench_quant_impl(args, rows, notes, figures):
+  """W4A8 FT step, impl "fake" and "aqt", against the float step."""
+  cases = [("cnn28", "cnn", (28, 28, 1), 256, 2, {}),
+           ("resnet18", "resnet18", (32, 32, 3), 32, 1, {})]
+  if args.quick:
+    cases = [("cnn28", "cnn", (28, 28, 1), 64, 1, {}),
+             ("resnet18", "resnet18", (32, 32, 3), 32, 1, {"width": 0.25})]
+  specs = {"float": "float",
+           "fake": quantization.preset("w4a8")._replace(impl="fake"),
+           "aqt": quantization.preset("w4a8")._replace(impl="aqt")}
+  for key, name, shape, batch, k, kw in cases:
+    timers = {}
+    for impl, bits in specs.items():
+      model, params, stats, udata = model_setup(
+          name, bits, shape, n=2 * batch, forget=batch, **kw)
+      timers[impl] = StepTimer(methods.build_method("ft", model), model,
+                               params, stats, udata,
+                               unlearn.UnlearnConfig(batch_size=batch), 10, k)
+    t = median_interleaved(timers, args.repeats)
+    per = {impl: v / k for impl, v in t.items()}
+    figures[f"w4a8_over_float_{key}"] = per["fake"] / per["float"]
+    figures[f"w4a8_aqt_over_float_{key}"] = per["aqt"] / per["float"]
+    figures[f"aqt_over_fake_{key}"] = per["aqt"] / per["fake"]
+    width = f" width {kw['width']}" if kw else ""
+    tag = f"{name}{width} {shape[0]}x{shape[1]}, FT, batch {batch}"
+    rows.append((f"W4A8 fake / float step ({tag})",
+                 f"{per['fake'] / per['float']:.2f} "
+                 f"({fmt_s(per['fake'])} / {fmt_s(per['float'])})",
+                 "<= 1.15", per["fake"] / per["float"] <= 1.15))
+    rows.append((f"W4A8 aqt / float step ({tag})",
+                 f"{per['aqt'] / per['float']:.2f} "
+                 f"({fmt_s(per['aqt'])}); aqt / fake "
+                 f"{per['aqt'] / per['fake']:.2f}", "report", None))
+    notes.append(f"compile ({tag}): float {timers['float'].compile_s:.1f} s, "
+                 f"fake {timers['fake'].compile_s:.1f} s, aqt "
+                 f"{timers['aqt'].compile_s:.1f} s")
+
+
 _MEMORY_CHILD = """
 import dataclasses, json, resource, sys
 import jax, numpy as np
@@ -369,7 +414,10 @@ def machine() -> str:
   except OSError:
     pass
   load = os.getloadavg() if hasattr(os, "getloadavg") else ("?",) * 3
-  return (f"{os.cpu_count()} CPUs, {model}; jax {jax.__version__} "
+  cores = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+           else "?")
+  return (f"{os.cpu_count()} CPUs ({cores} usable by this process), {model}; "
+          f"jax {jax.__version__} "
           f"({jax.default_backend()}); load average at start "
           f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
 
@@ -381,6 +429,8 @@ def main(argv=None) -> int:
                  help="repeats per measurement (default 5; --quick 3)")
   p.add_argument("--only", default=",".join(SECTIONS),
                  help=f"comma-separated subset of {','.join(SECTIONS)}")
+  p.add_argument("--json", default=None, metavar="FILE",
+                 help="also write the named figures as a flat JSON object")
   args = p.parse_args(argv)
   args.repeats = args.repeats or (3 if args.quick else 5)
   only = [s for s in args.only.split(",") if s]
@@ -388,14 +438,17 @@ def main(argv=None) -> int:
     if s not in SECTIONS:
       p.error(f"unknown section {s!r}; valid: {', '.join(SECTIONS)}")
   start = time.time()
-  rows, notes, steps = [], [], []
+  rows, notes, steps, figures = [], [], [], {}
   sections: dict[str, Callable] = {
       "step_ratio": lambda: bench_step_ratio(args, rows, notes),
       "rte": lambda: bench_rte(args, rows, notes),
       "seeds": lambda: bench_seeds(args, rows, notes),
       "steps": lambda: bench_steps(args, rows, notes, steps),
       "memory": lambda: bench_memory(args, rows, notes),
+      "quant_impl": lambda: bench_quant_impl(args, rows, notes, figures),
   }
+  if args.json and os.path.isdir(args.json):
+    p.error(f"--json {args.json} is a directory")
   header = (f"oeu_jax benchmarks, {datetime.date.today()}, "
             f"{'quick' if args.quick else 'full'}, repeats {args.repeats}\n"
             f"machine: {machine()}")
@@ -422,6 +475,10 @@ def main(argv=None) -> int:
     print()
     for n in notes:
       print(f"- {n}")
+  if args.json:
+    with open(args.json, "w") as f:
+      json.dump({k: round(float(v), 4) for k, v in figures.items()}, f,
+                indent=1, sort_keys=True)
   load = os.getloadavg()
   print(f"\n<!-- total {time.time() - start:.0f} s; load average at end "
         f"{load[0]:.2f}; peak RSS of this process "

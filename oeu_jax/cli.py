@@ -160,6 +160,10 @@ def build_parser() -> argparse.ArgumentParser:
   r.add_argument("--bits", default="w4a8", choices=catalog.BITS,
                  help="weight/activation bits of quantization-aware "
                       "training (default: w4a8)")
+  r.add_argument("--quant-impl", default="aqt", choices=catalog.QUANT_IMPLS,
+                 help="how quantized layers train: aqt (AQT's integer dot, "
+                      "the default) or fake (AQT's quantizers, then native "
+                      "float convolutions: same outputs, float cost)")
   r.add_argument("--quantize-ends", action="store_true",
                  help="also quantize the first conv and the classifier")
   r.add_argument("--scenario", default="random", choices=catalog.SCENARIOS,
@@ -325,7 +329,8 @@ def run_config_from_args(args) -> config_lib.RunConfig:
       unl = dataclasses.replace(unl, **{field: value})
   return config_lib.RunConfig(
       dataset=args.dataset, data_dir=args.data_dir, model=args.model,
-      bits=args.bits, float_ends=not args.quantize_ends,
+      bits=args.bits, quant_impl=args.quant_impl,
+      float_ends=not args.quantize_ends,
       scenario=args.scenario, forget_ratio=ratio, forget_class=fclass,
       methods=args.methods, seeds=args.seeds, train=train, unlearn=unl,
       optimizer=methods_lib.OptimizerConfig(name=args.optimizer),

@@ -11,6 +11,40 @@ straight-through gradient (its kernel and input gradients are exactly zero,
 google/aqt#285). AQT adds no variables in training mode, so a float layer and
 its quantized twin share one parameter tree.
 
+With ``QuantSpec.impl="fake"`` (training mode only) the quantized layers
+compute the same thing at float cost: AQT's own quantizers turn input and
+kernel into integers (per-tensor activation scale over the pixels the layer
+reads, per-output-channel weight scales), a native
+``lax.conv_general_dilated`` / ``dot_general`` contracts the integer-valued
+float operands, and the result is multiplied by the activation scale, then
+the weight scales, in AQT's order. The integer products and their sums are
+exact in float32 while ``|sum| < 2**24`` (W4A8: up to about 18,000 terms
+per output, ResNet-18's largest has 4,608), so the outputs are AQT's bit for
+bit on CPU (TF32 and bfloat16 passes on accelerators also hold int8
+operands exactly; not measured here). Gradients are straight-through, as
+AQT's: the same formulas, rounded in another order (relative differences of
+the order of 1e-7 per layer).
+
+Whole models with BatchNorm agree less closely, and not because of the
+layers. Compiled, the float ops between them (BatchNorm, ReLU6, residual
+adds) are fused differently around an integer dot than around a native
+convolution and can round 1 ulp apart; a 1-ulp change of an activation's
+absmax or of a value at a rounding boundary moves the next layer's 8-bit
+integers by one step, and training-mode BatchNorm over few values per
+channel amplifies that down the network. Measured on MobileNetV2 (W4A8,
+train-mode BatchNorm, cross-entropy gradients, norm of the difference over
+the norm): at 32x32, width 0.5, batch 32 the two paths differ by 0.5%, the
+float model's own sensitivity (0.45% between inputs one ulp apart). At
+16x16, width 0.1, batch 4 (2x2 pixels per channel in the last blocks) they
+differ by 94-97%; traced layer by layer, every quantized conv equals its
+twin on equal inputs, the first difference is 1 ulp in block 0's depthwise
+BatchNorm output, the first integer flip is in block 6's expand conv, and
+it grows from there. Compilation alone moves each path's own gradient as
+much (AQT jitted vs op by op: 2%; fake: 76%), and op by op the two paths'
+logits are bit-identical. The MobileNetV2 gradient difference of 2.7%
+reported for an earlier, lost fake-quant draft fits this effect (between
+0.5% and 97% here, depending on input size and batch).
+
 References:
   Orthogonal Entropy Unlearning (OEU): https://arxiv.org/abs/2602.00567
 """
@@ -61,6 +95,16 @@ def _canonical_padding(padding):
   return pads
 
 
+def _fake_scale(y: jax.Array, x_scale, w_scale) -> jax.Array:
+  """AQT's dequantization of an integer accumulator: times the activation
+  scale, then the per-output-channel weight scales."""
+  if x_scale is not None:
+    y = y * jnp.reshape(x_scale, ())
+  if w_scale is not None:
+    y = y * jnp.reshape(w_scale, (-1,))
+  return y
+
+
 def _kernel(module: nn.Module, shape: tuple[int, ...]) -> jax.Array:
   """The float kernel parameter; a zero placeholder when serving.
 
@@ -108,8 +152,12 @@ class QDense(nn.Module):
     """
     kernel = _kernel(self, (jnp.shape(x)[-1], self.features))
     dims = (((x.ndim - 1,), (0,)), ((), ()))
-    dot_general = quantization.make_dot_general(self.quant)
-    if dot_general is None:
+    if quantization.trains_fake_quant(self.quant):
+      xq, xs = quantization.fake_quant_input(self.quant, x)
+      wq, ws = quantization.fake_quant_kernel(self.quant, kernel)
+      y = _fake_scale(jax.lax.dot_general(xq, wq, dims, precision=None),
+                      xs, ws)
+    elif (dot_general := quantization.make_dot_general(self.quant)) is None:
       y = jax.lax.dot_general(x, kernel, dims, precision=None)
     else:
       y = dot_general(x, kernel, dims, None)
@@ -188,14 +236,21 @@ class QConv(nn.Module):
           f" features={self.features}.")
     kernel = _kernel(self, (kh, kw, c_in // groups, self.features))
 
-    dot_general = quantization.make_dot_general(self.quant)
-    if dot_general is None:
-      y = jax.lax.conv_general_dilated(
-          x, kernel, window_strides=strides, padding=padding,
+    def conv(lhs, rhs):
+      return jax.lax.conv_general_dilated(
+          lhs, rhs, window_strides=strides, padding=padding,
           lhs_dilation=(1, 1), rhs_dilation=(1, 1),
           dimension_numbers=jax.lax.conv_dimension_numbers(
-              x.shape, kernel.shape, _DN),
+              lhs.shape, rhs.shape, _DN),
           feature_group_count=groups, precision=None)
+
+    if quantization.trains_fake_quant(self.quant):
+      xq, xs = quantization.fake_quant_input(
+          self.quant, x, reads=_read_pixels(x, (kh, kw), strides, padding))
+      wq, ws = quantization.fake_quant_kernel(self.quant, kernel)
+      y = _fake_scale(conv(xq, wq), xs, ws)
+    elif (dot_general := quantization.make_dot_general(self.quant)) is None:
+      y = conv(x, kernel)
     else:
       patches = _extract_patches(x, (kh, kw), strides, padding)
       y = _patch_matmul(dot_general, patches, kernel, groups)
@@ -204,6 +259,38 @@ class QConv(nn.Module):
       bias = self.param("bias", self.bias_init, (self.features,), jnp.float32)
       y += jnp.reshape(bias, (1, 1, 1, -1))
     return y
+
+
+def _read_rows(size: int, k: int, s: int, pads: tuple[int, int]) -> list:
+  """Input rows (or columns) a window of ``k`` at stride ``s`` reads."""
+  lo, hi = pads
+  out = (size + lo + hi - k) // s + 1
+  return sorted({i * s + d - lo for i in range(out) for d in range(k)}
+                & set(range(size)))
+
+
+def _read_pixels(x: jax.Array, window: tuple[int, int],
+                 strides: tuple[int, int], padding) -> jax.Array | None:
+  """The input pixels a convolution reads; ``None`` when it reads them all.
+
+  AQT's patches (:func:`_extract_patches`) hold exactly these pixels (and
+  padding zeros), so the per-tensor activation scale of the fake path,
+  taken over them, is AQT's: a stride-2 1x1 shortcut reads one pixel in
+  four, and the others must not set its scale.
+  """
+  if isinstance(padding, str):
+    padding = jax.lax.padtype_to_pads(x.shape[1:3], window, strides, padding)
+  rows = [_read_rows(n, k, s, tuple(p)) for n, k, s, p in
+          zip(x.shape[1:3], window, strides, padding)]
+  if all(len(r) == n for r, n in zip(rows, x.shape[1:3])):
+    return None
+  for axis, r in ((1, rows[0]), (2, rows[1])):
+    step = r[1] - r[0] if len(r) > 1 else 1
+    if r == list(range(r[0], r[-1] + 1, step)):
+      x = jax.lax.slice_in_dim(x, r[0], r[-1] + 1, step, axis=axis)
+    else:
+      x = jnp.take(x, jnp.asarray(r), axis=axis)
+  return x
 
 
 def _extract_patches(x: jax.Array, window: tuple[int, int],

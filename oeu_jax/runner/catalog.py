@@ -13,6 +13,7 @@ from oeu_jax.data import SCENARIOS
 
 MODELS = ("cnn", "resnet18", "mobilenetv2")  # oeu_jax.models.MODELS
 BITS = ("float", "w8a8", "w4a8", "w4a4")  # oeu_jax.quantization.BITS
+QUANT_IMPLS = ("aqt", "fake")  # oeu_jax.quantization.IMPLS
 # oeu_jax.methods.METHODS (the registry's order; "retrain" last).
 METHODS = ("oeu", "oeu_no_proj", "rl_proj", "sl_proj", "ft", "ga", "rl",
            "neggrad_plus", "l1_sparse", "salun", "scrub", "qmul",

@@ -33,6 +33,11 @@ class RunConfig:
     data_dir: folder for ``mnist_idx`` or a prepared TFDS data dir.
     model: a name from :data:`oeu_jax.models.MODELS`.
     bits: a preset from :data:`oeu_jax.quantization.BITS`.
+    quant_impl: how quantized layers train, from
+      :data:`oeu_jax.quantization.IMPLS`: ``"aqt"`` (the default; the
+      tables of RESULTS.md) or ``"fake"`` (native float convolutions on
+      AQT's quantized values, same outputs at float cost; ``QuantSpec.impl``).
+      Serving and export always use AQT's integer path.
     float_ends: keep the first conv and the classifier in float (Q-MUL).
     model_kwargs: extra model attributes (e.g. ``(("width", 0.25),)``).
     scenario: ``"random"`` or ``"class"``.
@@ -57,6 +62,7 @@ class RunConfig:
   data_dir: Optional[str] = None
   model: str = "cnn"
   bits: str = "w4a8"
+  quant_impl: str = "aqt"
   float_ends: bool = True
   model_kwargs: tuple = ()
   scenario: str = "random"
@@ -126,6 +132,12 @@ def cpu_budget(dataset: str) -> Budget:
   return CPU_BUDGETS[dataset]
 
 
+def quant_spec(config: RunConfig) -> quantization.QuantSpec:
+  """The model's :class:`~oeu_jax.quantization.QuantSpec`: ``bits`` and
+  ``quant_impl``."""
+  return quantization.preset(config.bits)._replace(impl=config.quant_impl)
+
+
 def _check_name(kind: str, value: str, valid) -> None:
   if value not in valid:
     raise ValueError(f"unknown {kind} {value!r}; valid: {', '.join(valid)}")
@@ -147,6 +159,7 @@ def resolve(config: RunConfig) -> RunConfig:
   _check_name("dataset", config.dataset, data_lib.DATASETS)
   _check_name("model", config.model, models.MODELS)
   _check_name("bits", config.bits, quantization.BITS)
+  _check_name("quant_impl", config.quant_impl, quantization.IMPLS)
   _check_name("scenario", config.scenario, data_lib.SCENARIOS)
   for m in config.methods:
     _check_name("method", m, methods_lib.METHODS)

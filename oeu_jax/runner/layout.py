@@ -76,9 +76,12 @@ class Layout:
   @classmethod
   def of(cls, cfg: config_lib.RunConfig, workdir: str | Path) -> "Layout":
     """The layout of ``cfg`` (resolved: budgets filled) under ``workdir``."""
+    # A non-default quant_impl trains other (if nearly equal) models; the
+    # default adds nothing, so fingerprints made before it existed hold.
+    impl = () if cfg.quant_impl == "aqt" else (cfg.quant_impl,)
     tag = fingerprint(cfg.dataset, cfg.max_examples, cfg.model, cfg.bits,
                       cfg.float_ends, cfg.model_kwargs,
-                      cfg.train._replace(checkpoint_every=0))
+                      cfg.train._replace(checkpoint_every=0), *impl)
     root = Path(workdir).resolve() / CHECKPOINTS
     return cls(root / f"{cfg.dataset}-{cfg.model}-{cfg.bits}-{tag}", cfg)
 

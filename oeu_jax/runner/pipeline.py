@@ -240,7 +240,8 @@ def _run(cfg: config_lib.RunConfig, workdir: str | Path, *, progress: bool,
   dataset = data_lib.load_dataset(cfg.dataset, data_dir=cfg.data_dir,
                                   max_examples=cfg.max_examples)
   model = models.build_model(cfg.model, num_classes=dataset.num_classes,
-                             bits=cfg.bits, float_ends=cfg.float_ends,
+                             bits=config_lib.quant_spec(cfg),
+                             float_ends=cfg.float_ends,
                              **dict(cfg.model_kwargs))
   hparams = {k: dict(v) for k, v in cfg.method_hparams}
   built = {m: methods_lib.build_method(m, model, optimizer=cfg.optimizer,
