@@ -174,3 +174,84 @@ def test_final_score_is_the_utility_adjusted_forget_score():
 def test_bad_input_is_named(call, match):
   with pytest.raises(ValueError, match=match):
     call()
+
+
+# --- The runner and the command line.
+
+
+def _tiny_config(**kw):
+  from oeu_jax import train
+  from oeu_jax import unlearn
+  from oeu_jax.runner import config as config_lib
+  base = dict(dataset="digits", model="cnn", bits="float",
+              model_kwargs=(("features", (4, 4)), ("hidden", 8)),
+              scenario="class", forget_class=3, forget_ratio=None,
+              methods=("oeu",), max_examples=200,
+              train=train.TrainConfig(epochs=1, batch_size=64, lr=0.05),
+              unlearn=unlearn.UnlearnConfig(epochs=1, batch_size=32,
+                                            lr=0.02))
+  return config_lib.RunConfig(**(base | kw))
+
+
+def test_tiny_audit_writes_its_files_and_resumes_without_recomputing(
+    tmp_path):
+  from oeu_jax.runner import audit as runner
+  cfg = _tiny_config()
+  lines = []
+  recs = runner.run_audit(cfg, tmp_path, n_models=4, chunk=2,
+                          log=lines.append)
+  assert [r["method"] for r in recs] == ["original", "retrain", "oeu"]
+  assert [r["n_models"] for r in recs] == [4, 2, 4]
+  n_forget = recs[0]["num_forget"]
+  for r in recs:
+    h = r["eps_hist"]
+    assert sum(h["counts"]) + h["beyond"] == n_forget
+    assert 0.0 <= r["forget_score"] <= 1.0
+  # N copies of one model have zero spread: capped, score 0.
+  assert recs[0]["forget_score"] == 0.0
+  assert recs[0]["mean_epsilon"] == 50.0
+  assert recs[2]["settings"] == runner.DEFAULT_SETTINGS
+  assert sum("vmapped" in s for s in lines) == 5  # 1 + 2 chunks + 2 chunks.
+  out = runner.write_audit(recs, tmp_path, title="tiny")
+  assert out["json"].is_file() and out["table"].is_file()
+  assert sorted(p.name for p in out["png"]) == [
+      "audit_eps_oeu.png", "audit_eps_original.png",
+      "audit_eps_retrain.png"]
+  assert "| oeu | 4 |" in out["table"].read_text()
+  stored = sorted(tmp_path.glob("audit/checkpoints/*/seed*/*/audit-*.npz"))
+  assert len(stored) == 1 + 4 + 4
+  stamps = [p.stat().st_mtime_ns for p in stored]
+  again = []
+  recs2 = runner.run_audit(cfg, tmp_path, n_models=4, chunk=2,
+                           log=again.append)
+  assert not any("vmapped" in s for s in again)  # Nothing trained.
+  assert sum("outputs reused" in s for s in again) == 5
+  assert [p.stat().st_mtime_ns for p in stored] == stamps
+  assert recs2 == recs
+
+
+def test_audit_refuses_bad_input(tmp_path):
+  from oeu_jax.runner import audit as runner
+  with pytest.raises(ValueError, match="at least 4 models"):
+    runner.run_audit(_tiny_config(), tmp_path, n_models=3)
+  with pytest.raises(ValueError, match="unknown method 'nope'"):
+    runner.run_audit(_tiny_config(methods=("nope",)), tmp_path, n_models=4)
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--forget-class", "3", "--methods", "oeu", "--models", "3"],
+     "error: --models must be >= 4"),
+    (["--forget-class", "3", "--methods", "oeu,nope"],
+     "error: --methods: unknown method 'nope'"),
+    (["--forget-class", "12", "--methods", "oeu"],
+     "error: forget_class must be an int in [0, 10)"),
+    (["--methods", "oeu"], "error: --scenario class needs --forget-class"),
+])
+def test_audit_command_answers_bad_input_in_one_line(tmp_path, capsys,
+                                                     extra, message):
+  from oeu_jax import cli
+  status = cli.main(["audit", "--dataset", "digits", "--scenario", "class",
+                     "--workdir", str(tmp_path)] + extra)
+  err = capsys.readouterr().err.strip()
+  assert status == 2
+  assert err.startswith(message) and "\n" not in err
