@@ -40,12 +40,16 @@ def add_parser(sub) -> argparse.ArgumentParser:
       "DIR/audit_eps_<method>.png; rerunning reuses every finished model.")
   a.add_argument("--workdir", required=True,
                  help="models under DIR/audit, results in DIR")
-  a.add_argument("--dataset", required=True, choices=catalog.DATASETS)
+  a.add_argument("--dataset", required=True, choices=catalog.DATASETS,
+                 help="digits runs offline; mnist_idx reads --data-dir")
   a.add_argument("--data-dir", default=None,
                  help="MNIST IDX folder (mnist_idx) or TFDS data dir")
-  a.add_argument("--model", default="cnn", choices=catalog.MODELS)
-  a.add_argument("--bits", default="w4a8", choices=catalog.BITS)
-  a.add_argument("--scenario", default="random", choices=catalog.SCENARIOS)
+  a.add_argument("--model", default="cnn", choices=catalog.MODELS,
+                 help="architecture (default: cnn)")
+  a.add_argument("--bits", default="w4a8", choices=catalog.BITS,
+                 help="quantization-aware training bits (default: w4a8)")
+  a.add_argument("--scenario", default="random", choices=catalog.SCENARIOS,
+                 help="random or class forgetting (default: random)")
   a.add_argument("--forget-ratio", type=float, default=None,
                  help="fraction forgotten (random; default 0.1)")
   a.add_argument("--forget-class", type=int, default=None,
@@ -73,7 +77,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
                  help="continue interrupted trainings and unlearning runs")
   a.add_argument("--quick", action="store_true",
                  help="at most 3 training and 2 unlearning epochs")
-  a.add_argument("--no-progress", action="store_true")
+  a.add_argument("--no-progress", action="store_true",
+                 help="no progress bars")
   # What ``cli.run_config_from_args`` reads and the audit does not offer.
   a.set_defaults(seeds=(0,), quantize_ends=False, allow_untrained=False,
                  batch_size=None, unlearn_batch_size=None, unlearn_lr=None,
