@@ -207,6 +207,7 @@ def test_tiny_audit_writes_its_files_and_resumes_without_recomputing(
     h = r["eps_hist"]
     assert sum(h["counts"]) + h["beyond"] == n_forget
     assert 0.0 <= r["forget_score"] <= 1.0
+    assert 0.0 <= r["ua"] <= 100.0
   # N copies of one model have zero spread: capped, score 0.
   assert recs[0]["forget_score"] == 0.0
   assert recs[0]["mean_epsilon"] == 50.0

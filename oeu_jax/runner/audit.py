@@ -180,13 +180,16 @@ def _record(name: str, unlearned: Population, retrained: Population,
            for p in (unlearned, retrained)]
   score = audit_lib.score_populations(*confs)
   ra, ta = float(np.mean(unlearned.ra)), float(np.mean(unlearned.ta))
+  # UA as in ``run`` (100 - accuracy on D_f), population mean.
+  ua = 100.0 - float(np.mean([metrics.accuracy(lg, labels)
+                              for lg in unlearned.logits]))
   return {"method": name, "n_models": score.n_models,
           "forget_score": score.forget_score,
           "final_score": audit_lib.final_score(
               score.forget_score, ra_unlearned=ra,
               ra_retrained=float(np.mean(retrained.ra)), ta_unlearned=ta,
               ta_retrained=float(np.mean(retrained.ta))),
-          "ra": ra, "ta": ta,
+          "ua": ua, "ra": ra, "ta": ta,
           "eps_hist": audit_lib.eps_histogram(score.epsilons,
                                               score.n_models),
           "mean_epsilon": float(np.mean(score.epsilons)),
@@ -253,7 +256,7 @@ def run_audit(config: config_lib.RunConfig, workdir: str | Path, *,
     log: progress lines.
 
   Returns:
-    Records ``{method, n_models, forget_score, final_score, ra, ta,
+    Records ``{method, n_models, forget_score, final_score, ua, ra, ta,
     eps_hist, mean_epsilon, seconds_per_model, reference, settings, ...}``:
     ``original``, ``retrain`` (the split), then each method.
 
@@ -370,13 +373,14 @@ def markdown(records: Sequence[Mapping[str, Any]], *, title: str) -> str:
   """The audit table with the meaning of its columns."""
   edges = records[0]["eps_hist"]["edges"] if records else []
   lines = [f"### {title}", "",
-           "| method | models | forget score F | final score | RA | TA | "
+           "| method | models | forget score F | final score | UA | RA | TA | "
            "mean ε | ε per bin (+ beyond) | s / model | settings |",
-           "|---|---|---|---|---|---|---|---|---|---|"]
+           "|---|---|---|---|---|---|---|---|---|---|---|"]
   for r in records:
     lines.append(
         f"| {r['method']} | {r['n_models']} | {r['forget_score']:.3f} | "
-        f"{r['final_score']:.3f} | {r['ra']:.2f} | {r['ta']:.2f} | "
+        f"{r['final_score']:.3f} | {r['ua']:.2f} | {r['ra']:.2f} | "
+        f"{r['ta']:.2f} | "
         f"{r['mean_epsilon']:.2f} | {_bins_text(r['eps_hist'])} | "
         f"{r['seconds_per_model']:.2f} | "
         f"{r.get('settings', 'reference')} |")
