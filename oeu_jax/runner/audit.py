@@ -5,10 +5,11 @@ N retrained models (seeds 1..N: their own initialization and batch order)
 on D_r, and for each method N unlearning runs from that one Original
 (seeds 1..N: their own batch order and rng), all with the same forget set
 (the split of seed 0). Each population is made ``chunk`` seeds at a time
-through the vmapped-seeds stages of :func:`oeu_jax.runner.pipeline.
-stage_runner` (:func:`oeu_jax.seeds.fit_seeds`,
-:func:`oeu_jax.seeds.unlearn_seeds`), so a chunk is one compiled program
-and memory holds ``chunk`` models at a time.
+through the vmapped-seeds stages of
+:func:`oeu_jax.runner.pipeline.stage_runner`
+(:func:`oeu_jax.seeds.fit_seeds`, :func:`oeu_jax.seeds.unlearn_seeds`), so
+a chunk is one compiled program and memory holds ``chunk`` models at a
+time.
 
 Then each population is scored against the retrained one with
 :mod:`oeu_jax.audit` (the NeurIPS 2023 unlearning-challenge score). Two
@@ -138,8 +139,8 @@ def make_population(layout: layout_lib.Layout, stage: str,
     layout: where the models of the stage go.
     stage: ``original``, ``retrain`` or a method name.
     seeds: the population's seeds.
-    make: ``seeds -> [Timed]`` (a :class:`~oeu_jax.runner.pipeline.
-      StageRunner` stage with its other arguments bound).
+    make: ``seeds -> [Timed]`` (a stage of
+      :class:`~oeu_jax.runner.pipeline.StageRunner`, other arguments bound).
     evaluate: ``state -> outputs`` (:func:`_evaluate` bound).
     forget_idx: the audit's D_f (stored outputs of another are redone).
     chunk: seeds per vmapped program.
