@@ -57,7 +57,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
   a.add_argument("--methods", type=_names, required=True,
                  help="comma-separated, from "
                       f"{', '.join(catalog.METHODS)} (retrain: the "
-                      "reference, always scored); library default settings")
+                      "reference, always scored); library default "
+                      "settings (tuned ones: python -m experiments.audit)")
   a.add_argument("--models", type=int, default=DEFAULT_MODELS, metavar="N",
                  help=f"models per population, >= 4 (default "
                       f"{DEFAULT_MODELS}; the challenge used 512)")
