@@ -1,4 +1,4 @@
-"""Command line: ``python -m oeu_jax {demo,run,export} ...``.
+"""Command line: ``python -m oeu_jax {demo,run,export,audit} ...``.
 
 ``demo`` needs no network: scikit-learn's digits, the small CNN at W4A8,
 class-wise and 10% random forgetting, Original vs Retrain vs OEU. ``run`` is
@@ -6,7 +6,8 @@ the general experiment. Both print a table and write ``DIR/results.json``;
 ``--devices N`` runs them data-parallel over the first N devices (a
 :func:`oeu_jax.mesh.make_mesh` mesh; the checkpoints are the same as on one
 device). ``export`` writes the quantized models of a work directory in
-integer serving form (:mod:`oeu_jax.runner.export`).
+integer serving form (:mod:`oeu_jax.runner.export`). ``audit`` scores
+forgetting per example (:mod:`oeu_jax.runner.audit_command`).
 
 Errors: bad input (an unknown name, a value out of range, a missing or
 malformed data folder, an unfinished run without ``--resume``) prints one
@@ -48,6 +49,7 @@ from typing import Sequence
 
 # Only JAX-free modules at import time: ``--help`` answers at once. The
 # commands import the runner (and JAX) when they run.
+from oeu_jax.runner import audit_command
 from oeu_jax.runner import catalog
 
 if TYPE_CHECKING:
@@ -209,6 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
                       "sgd)")
   r.add_argument("--max-examples", type=int, default=None,
                  help="cap train and test sizes")
+  audit_command.add_parser(sub)
   return p
 
 
@@ -489,6 +492,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
       return e.code if isinstance(e.code, int) else 0
     if args.command == "export":
       return export(args)
+    if args.command == "audit":
+      return audit_command.main(args)
     configs = _configs_from_args(args)
     mesh = _mesh(args.devices)
     workdir = _workdir(args.workdir)
