@@ -45,6 +45,7 @@ import sys
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 
@@ -210,8 +211,14 @@ def run_curve(name: str, model, params, bs, data, *, beta: float,
     state, _ = step(state, *data, fi, ri)
     rise += float(ce(state.params, xb, yb)) - before
     curve.append(float(ce(state.params, data.retain_x, data.retain_y)))
+  # Whether it forgot: D_f's normalized entropy and UA after the run.
+  logits = models.apply_model(model, state.params, bs, data.forget_x,
+                              train=False)[0]
+  h = losses.entropy(logits) / math.log(num_classes)
+  ua = 100.0 * (1.0 - jnp.mean(jnp.argmax(logits, -1) == data.forget_y))
   return {"batch_rise": rise, "dr_change": curve[-1] - curve[0],
-          "curve": curve}
+          "curve": curve, "forget_entropy": float(jnp.mean(h)),
+          "ua": float(ua)}
 
 
 # --------------------------------------------------------------------------
@@ -241,20 +248,26 @@ def markdown(results: dict, command: str) -> str:
         d = r[opt]["deltas"][arm]["L_r batch"][-1]
         lines.append(f"| {bits} | {opt} | {arm} | {_fmt(s['L_r batch'])} | "
                      f"{_fmt(s['L_r D_r'])} | {_fmt(s['L_f'])} | {d:+.2e} |")
-  lines += ["", "cos(g_f, g_r) at the Original: " + ", ".join(
-      f"{b} {r['cos_fr']:+.3f}" for b, r in results["one_step"].items()), "",
+  lines += ["", "At the Original: " + "; ".join(
+      f"{b}: cos(g_f, g_r) {r['cos_fr']:+.3f}, L_r batch "
+      f"{r['base']['L_r batch']:.4f}, L_r D_r {r['base']['L_r D_r']:.4f}, "
+      f"L_f {r['base']['L_f']:.4f}" for b, r in results["one_step"].items()),
+            "",
             "## Whole run", "",
             "Default budget (10 epochs, batch 256, lr 0.01, SGD momentum 0.9,"
             " weight decay 5e-4, cosine). `batch rise`: sum over steps of the"
             " change of that step's own retain-batch loss; `D_r change`: "
-            "L_r(D_r) after minus before.", "",
-            "| bits | beta | method | batch rise | D_r change |",
-            "|---|---|---|---|---|"]
+            "L_r(D_r) after minus before; `H/log K`: mean normalized entropy "
+            "on D_f after the run; `UA`: 100 - accuracy on D_f after the run "
+            "(%).", "",
+            "| bits | beta | method | batch rise | D_r change | H/log K | UA |",
+            "|---|---|---|---|---|---|---|"]
   for bits, per_beta in results["run"].items():
     for beta, per in per_beta.items():
       for m, v in per.items():
         lines.append(f"| {bits} | {beta} | {m} | {v['batch_rise']:+.4f} | "
-                     f"{v['dr_change']:+.4f} |")
+                     f"{v['dr_change']:+.4f} | {v['forget_entropy']:.3f} | "
+                     f"{v['ua']:.1f} |")
   return "\n".join(lines) + "\n"
 
 
