@@ -62,7 +62,8 @@ REFERENCE_LR = {
     "ft": 0.01, "ga": 3e-4, "rl": 0.01, "neggrad_plus": 0.01,
     "l1_sparse": 0.01, "salun": 0.013, "scrub": 5e-4, "qmul": 0.01,
     "oeu": 0.01, "oeu_no_proj": 0.01, "rl_proj": 0.01, "sl_proj": 0.01,
-    "oeu_scalar": 0.01,
+    "oeu_scalar": 0.01, "oeu_ema": 0.01, "oeu_subspace": 0.01,
+    "oeu_post": 0.01, "oeu_complement": 0.01, "oeu_renorm": 0.01,
 }
 # Grid extension (bracketing rule): half a decade per step, two steps at
 # most each way, and a criterion spread under FLAT_TOL gap points is flat.
@@ -83,6 +84,11 @@ KNOBS = {
     "oeu_no_proj": ("alpha", (1.0, 0.5)),
     "rl_proj": ("alpha", (1.0, 0.5)),
     "sl_proj": ("alpha", (1.0, 0.5)),
+    "oeu_ema": ("alpha", (1.0, 0.5)),
+    "oeu_subspace": ("alpha", (1.0, 0.5)),
+    "oeu_post": ("alpha", (1.0, 0.5)),
+    "oeu_complement": ("alpha", (1.0, 0.5)),
+    "oeu_renorm": ("alpha", (1.0, 0.5)),
 }
 # Forget batch set by the reference's number of forget steps per epoch
 # rather than its absolute size: SCRUB's large-scale notebook iterates

@@ -123,3 +123,84 @@ def kl_divergence(student_logits: jax.Array,
   logp = jax.nn.log_softmax(teacher_logits.astype(jnp.float32), axis=-1)
   terms = jnp.where(jnp.isfinite(logp), logp - logq, 0.0)
   return jnp.sum(jnp.exp(logp) * terms, axis=-1)
+
+
+def soft_cross_entropy(logits: jax.Array, target: jax.Array) -> jax.Array:
+  """Per-example cross-entropy to a distribution, ``-sum_k t_k log p_k``.
+
+  Equals ``KL(t || p) + H(t)``: for a fixed target it is minimal exactly at
+  ``p = t``. Classes with ``t_k = 0`` contribute 0 even where ``p_k = 0``.
+
+  Args:
+    logits: ``(N, K)`` logits.
+    target: ``(N, K)`` rows summing to 1.
+
+  Returns:
+    ``(N,)`` float32 losses.
+  """
+  _check_logits(logits)
+  if target.shape != logits.shape:
+    raise ValueError(f"target must have the logits' shape {logits.shape}, "
+                     f"got {target.shape}")
+  logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+  t = target.astype(jnp.float32)
+  return -jnp.sum(jnp.where(t > 0, t * _finite_log_probs(logp), 0.0),
+                  axis=-1)
+
+
+def complement_target(labels: jax.Array, num_classes: int) -> jax.Array:
+  """Uniform over the classes other than each label: ``(N, K)``.
+
+  The most uncertain prediction that never names the forgotten label.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> complement_target(jnp.array([1]), 3).tolist()
+    [[0.5, 0.0, 0.5]]
+  """
+  if num_classes < 2:
+    raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+  other = 1.0 - jax.nn.one_hot(labels, num_classes, dtype=jnp.float32)
+  return other / (num_classes - 1)
+
+
+def renormalized_target(logits: jax.Array, labels: jax.Array) -> jax.Array:
+  """``softmax(logits)`` with the label's mass removed and renormalized.
+
+  ``t_k = p_k / (1 - p_y)`` for ``k != y``, ``t_y = 0``, computed as a
+  softmax over the logits with the label's logit masked to ``-inf`` (exact
+  even when ``p_y`` rounds to 1).
+
+  Args:
+    logits: ``(N, K)`` logits (of the Original model).
+    labels: ``(N,)`` labels.
+
+  Returns:
+    ``(N, K)`` float32 rows summing to 1, zero at the label.
+  """
+  _check_labels(logits, labels)
+  true = jax.nn.one_hot(labels, logits.shape[-1], dtype=bool)
+  masked = jnp.where(true, -jnp.inf, logits.astype(jnp.float32))
+  return jax.nn.softmax(masked, axis=-1)
+
+
+def target_forget_loss(logits: jax.Array, target: jax.Array, *,
+                       normalize: bool = False) -> jax.Array:
+  """Forget loss toward a target distribution: mean soft cross-entropy.
+
+  The ``target="complement"`` and ``"renormalized"`` variants of OEU's
+  forget loss (:func:`forget_loss` is the uniform target): minimal where
+  every forget prediction equals its target.
+
+  Args:
+    logits: ``(N, K)`` logits of a forget batch.
+    target: ``(N, K)`` target distributions.
+    normalize: divide by ``log K``, as :func:`forget_loss` does.
+
+  Returns:
+    Scalar float32 loss.
+  """
+  loss = jnp.mean(soft_cross_entropy(logits, target))
+  if normalize:
+    loss = loss / math.log(logits.shape[-1])
+  return loss

@@ -52,9 +52,10 @@ from oeu_jax.pairing import PAIR_BY
 from oeu_jax.pairing import paired_units
 
 # Methods that are not baselines: the method itself, the references and the
-# OEU ablations (experiments/ablations.py).
+# OEU ablations (experiments/ablations.py) and variants (issue 13).
 NON_BASELINES = ("oeu", "original", "retrain", "oeu_no_proj", "rl_proj",
-                 "sl_proj", "oeu_scalar")
+                 "sl_proj", "oeu_scalar", "oeu_ema", "oeu_subspace",
+                 "oeu_post", "oeu_complement", "oeu_renorm")
 NOT_SIGNIFICANT = "\u2248"  # "≈"
 
 

@@ -20,6 +20,11 @@ fields an ablation pins.
 ``oeu_scalar``  ablation: entropy + Q-MUL's scalar reweighting
 ``rl_proj``     ablation: random labels + projection
 ``sl_proj``     ablation: similar labels + projection
+``oeu_ema``     variant: ``g_f`` projected off a moving average of ``g_r``
+``oeu_subspace`` variant: off the span of the last ``k`` retain gradients
+``oeu_post``    variant: the optimizer's output projected (after momentum)
+``oeu_complement`` variant: target uniform over the other classes
+``oeu_renorm``  variant: target the Original's renormalized other classes
 =============== ==========================================================
 
 The unlearning budget (10 epochs, batch 256, lr 0.01, SGD momentum 0.9,
@@ -106,6 +111,20 @@ REGISTRY = types.MappingProxyType({
                               {"project": False, "forget": "entropy"}),
     "rl_proj": MethodSpec(oeu, OEUConfig, {"forget": "random"}),
     "sl_proj": MethodSpec(oeu, OEUConfig, {"forget": "similar"}),
+    # OEU's variants (issue 13; oeu_jax.methods.oeu's docstring says what
+    # each changes and why).
+    "oeu_ema": MethodSpec(oeu, OEUConfig,
+                          {"reference": "ema", "project": True}),
+    "oeu_subspace": MethodSpec(oeu, OEUConfig,
+                               {"reference": "subspace", "project": True}),
+    "oeu_post": MethodSpec(oeu, OEUConfig,
+                           {"project_at": "update", "project": True}),
+    "oeu_complement": MethodSpec(oeu, OEUConfig,
+                                 {"target": "complement",
+                                  "forget": "entropy"}),
+    "oeu_renorm": MethodSpec(oeu, OEUConfig,
+                             {"target": "renormalized",
+                              "forget": "entropy"}),
     "ft": MethodSpec(ft),
     "ga": MethodSpec(ga, GAConfig),
     "rl": MethodSpec(rl, RLConfig),

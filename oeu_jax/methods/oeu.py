@@ -15,6 +15,30 @@ registry in :mod:`oeu_jax.methods` pins them): ``oeu_no_proj``
 (``forget="similar"``). The fourth, ``oeu_scalar``, swaps the projection for
 Q-MUL's scalar reweighting and is built by :func:`oeu_jax.methods.qmul.qmul`.
 
+The variants (issue 13) are OEU with one more field pinned; each changes one
+of OEU's two ideas, the projection or the uncertainty target:
+
+* ``oeu_ema`` (``reference="ema"``): ``g_f`` is projected off an
+  exponential moving average of retain gradients (``decay``), a less noisy
+  retain direction than one minibatch (:func:`oeu_jax.variants.project_ema`);
+* ``oeu_subspace`` (``reference="subspace"``): off the span of the last
+  ``k`` retain gradients, so the step is first-order neutral for each of
+  those batches; ``k=1`` is OEU (:func:`oeu_jax.variants.project_subspace`);
+* ``oeu_post`` (``project_at="update"``): the projection is applied to the
+  optimizer's output, so the step actually applied after momentum or Adam
+  is the orthogonal one (:func:`oeu_jax.variants.project_after`);
+* ``oeu_complement`` (``target="complement"``): the forget target is the
+  uniform distribution over the classes other than the example's label,
+  maximum uncertainty that never predicts the forgotten label (an entropy
+  maximizer still puts the argmax on it by a hair about 1/K of the time);
+* ``oeu_renorm`` (``target="renormalized"``): the target is the Original
+  model's own softmax with the label's mass removed and renormalized, its
+  best guess of what a model that never saw the label would say (Retrain is
+  not uniform on a forgotten class).
+
+The two target variants minimize the soft cross-entropy to the target
+(:func:`oeu_jax.losses.target_forget_loss`) in place of minus the entropy.
+
 References:
   Forget by Uncertainty: Orthogonal Entropy Unlearning for Quantized Neural
   Networks, arXiv:2602.00567 (ICML 2026).
@@ -24,8 +48,14 @@ import dataclasses
 
 import optax
 
+from oeu_jax import losses
 from oeu_jax import transforms
+from oeu_jax import variants
 from oeu_jax.methods import base
+
+REFERENCES = ("batch", "ema", "subspace")
+PROJECT_AT = ("gradient", "update")
+TARGETS = ("uniform", "complement", "renormalized")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +78,18 @@ class OEUConfig:
       (``sl_proj``: CE to Q-MUL's similar labels).
     resample: with ``forget="random"``, draw new random labels every step
       instead of once in ``prepare``.
+    reference: what ``g_f`` is projected off: ``"batch"`` (OEU: this
+      step's ``g_r``), ``"ema"`` (``oeu_ema``) or ``"subspace"``
+      (``oeu_subspace``).
+    decay: with ``reference="ema"``, the moving average's weight of the
+      past, in ``[0, 1)``.
+    k: with ``reference="subspace"``, how many recent retain gradients
+      span the subspace (``k=1`` is OEU).
+    project_at: ``"gradient"`` (OEU: the optimizer's input is projected) or
+      ``"update"`` (``oeu_post``: its output is).
+    target: the forget target with ``forget="entropy"``: ``"uniform"``
+      (OEU: minus the entropy), ``"complement"`` (``oeu_complement``) or
+      ``"renormalized"`` (``oeu_renorm``).
   """
   alpha: float = 1.0
   beta: float = 1.0
@@ -58,6 +100,75 @@ class OEUConfig:
   project: bool = True
   forget: str = "entropy"
   resample: bool = False
+  reference: str = "batch"
+  decay: float = 0.9
+  k: int = 4
+  project_at: str = "gradient"
+  target: str = "uniform"
+
+  def __post_init__(self):
+    base.check_choice(self.reference, REFERENCES, "reference")
+    base.check_choice(self.project_at, PROJECT_AT, "project_at")
+    base.check_choice(self.target, TARGETS, "target")
+    if not 0.0 <= self.decay < 1.0:
+      raise ValueError(f"decay must be in [0, 1), got {self.decay!r}")
+    if isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 1:
+      raise ValueError(f"k must be an integer >= 1, got {self.k!r}")
+    if not self.project and (self.reference != "batch"
+                             or self.project_at != "gradient"):
+      raise ValueError("reference and project_at choose a projection; "
+                       "project=False has none")
+    if self.project_at == "update" and (
+        self.reference != "batch" or self.scope != "global"
+        or self.mode != "always"):
+      raise ValueError("project_at='update' takes reference='batch', "
+                       "scope='global' and mode='always'")
+    if self.reference == "subspace" and (self.scope != "global"
+                                         or self.mode != "always"):
+      raise ValueError("reference='subspace' takes scope='global' and "
+                       "mode='always'")
+    if self.target != "uniform" and self.forget != "entropy":
+      raise ValueError(f"target={self.target!r} needs forget='entropy', "
+                       f"got forget={self.forget!r}")
+
+
+def _target_objective(target: str, normalize: bool) -> base.ForgetObjective:
+  """The ``complement`` and ``renormalized`` forget objectives.
+
+  The renormalized target is computed once, in ``prepare``, from the
+  Original model's eval-mode logits on D_f (as Q-MUL's similar labels are),
+  and indexed by ``Batch.idx``.
+  """
+  if target == "complement":
+    return base.ForgetObjective(
+        base.no_prepare,
+        lambda logits, fb, ms, rng: losses.target_forget_loss(
+            logits, losses.complement_target(fb.y, logits.shape[-1]),
+            normalize=normalize))
+
+  def prep(inputs):
+    logits = base.eval_logits(inputs.model, inputs.params,
+                              inputs.batch_stats, inputs.forget_x)
+    return {"target": losses.renormalized_target(logits, inputs.forget_y)}
+
+  return base.ForgetObjective(
+      prep, lambda logits, fb, ms, rng: losses.target_forget_loss(
+          logits, ms["target"][fb.idx], normalize=normalize))
+
+
+def _direction(config: OEUConfig) -> optax.GradientTransformationExtraArgs:
+  """What goes in front of the optimizer (``project_at="gradient"``)."""
+  if config.reference == "batch":
+    return transforms.oeu_direction(
+        alpha=config.alpha, beta=config.beta, scope=config.scope,
+        mode=config.mode, eps=config.eps, project=config.project)
+  if config.reference == "ema":
+    project = variants.project_ema(decay=config.decay, scope=config.scope,
+                                   mode=config.mode, eps=config.eps)
+  else:
+    project = variants.project_subspace(k=config.k, eps=config.eps)
+  scale = [] if config.alpha == 1.0 else [optax.scale(config.alpha)]
+  return optax.chain(project, *scale, transforms.add_reference(config.beta))
 
 
 def oeu(model, config: OEUConfig = OEUConfig(),
@@ -75,7 +186,8 @@ def oeu(model, config: OEUConfig = OEUConfig(),
   wrong labels (``rl_proj``: RL *minimizes* CE to the random labels; its
   gradient is projected, then ``g_r`` added) or similar labels
   (``sl_proj``); ``config.project=False`` drops the projection
-  (``oeu_no_proj``).
+  (``oeu_no_proj``); ``reference``, ``project_at`` and ``target`` give the
+  variants of the module docstring.
 
   Args:
     model: the Flax module.
@@ -89,11 +201,12 @@ def oeu(model, config: OEUConfig = OEUConfig(),
   References:
     arXiv:2602.00567.
   """
-  direction = transforms.oeu_direction(
-      alpha=config.alpha, beta=config.beta, scope=config.scope,
-      mode=config.mode, eps=config.eps, project=config.project)
-  objective = base.forget_objective(config.forget, normalize=config.normalize,
-                                    resample=config.resample)
+  direction = None if config.project_at == "update" else _direction(config)
+  if config.target == "uniform":
+    objective = base.forget_objective(
+        config.forget, normalize=config.normalize, resample=config.resample)
+  else:
+    objective = _target_objective(config.target, config.normalize)
 
   def grads(params, batch_stats, mstate, fb, rb, rng, step):
     del step
@@ -106,6 +219,10 @@ def oeu(model, config: OEUConfig = OEUConfig(),
 
   def make_tx(schedule, mstate):
     del mstate
-    return optax.chain(direction, base.make_optimizer(schedule, optimizer))
+    opt = base.make_optimizer(schedule, optimizer)
+    if config.project_at == "update":
+      return optax.chain(variants.project_after(
+          opt, alpha=config.alpha, beta=config.beta, eps=config.eps))
+    return optax.chain(direction, opt)
 
   return base.Method(name, objective.prepare, grads, make_tx)

@@ -15,8 +15,9 @@ MODELS = ("cnn", "resnet18", "mobilenetv2")  # oeu_jax.models.MODELS
 BITS = ("float", "w8a8", "w4a8", "w4a4")  # oeu_jax.quantization.BITS
 QUANT_IMPLS = ("aqt", "fake")  # oeu_jax.quantization.IMPLS
 # oeu_jax.methods.METHODS (the registry's order; "retrain" last).
-METHODS = ("oeu", "oeu_no_proj", "rl_proj", "sl_proj", "ft", "ga", "rl",
-           "neggrad_plus", "l1_sparse", "salun", "scrub", "qmul",
+METHODS = ("oeu", "oeu_no_proj", "rl_proj", "sl_proj", "oeu_ema",
+           "oeu_subspace", "oeu_post", "oeu_complement", "oeu_renorm", "ft",
+           "ga", "rl", "neggrad_plus", "l1_sparse", "salun", "scrub", "qmul",
            "oeu_scalar", "retrain")
 OPTIMIZERS = ("sgd", "adam", "adamw")  # oeu_jax.methods.OPTIMIZERS
 
