@@ -15,7 +15,14 @@ What a step computes is the caller's: an *executor* maps
 where ``active[k, i]`` says whether lane ``i`` runs step ``a + k`` and every
 metric comes back as a ``(b - a, lanes)`` NumPy array with a boolean
 ``"finite"`` among them. :class:`Compiled` is the shared piece executors use
-to compile once per input shape and time it.
+to compile once per input shape and time it; :class:`Programs` lets runs
+share what they compiled (another seed of the same shapes compiles nothing).
+One-lane runs (:func:`run_one`) use :class:`ScanExecutor`: ``lax.scan`` over
+a chunk of steps per dispatch, the finiteness flags and metrics of the chunk
+fetched in one transfer. :class:`StepExecutor` (one dispatch per step) is
+the reference it is tested against: XLA compiles a loop body apart from a
+top-level program, so the two may differ in the last bit of a parameter,
+while any two chunk lengths give the same bits.
 
 Batch order and rngs are pure functions of ``(seed, step)`` in the
 executors, so a run resumed here from a checkpoint is bit-identical to an
@@ -145,8 +152,10 @@ class StepExecutor:
 
   def __init__(self, step: Callable, data: Sequence[Any],
                indices: Callable[[int], Sequence[np.ndarray]], *,
-               mesh=None, donate: bool = False):
-    self._compiled = Compiled(step, donate_argnums=(0,) if donate else (),
+               mesh=None, donate: bool = False,
+               programs: Optional["Programs"] = None):
+    self._compiled = Compiled(step, programs=programs,
+                              donate_argnums=(0,) if donate else (),
                               **mesh_lib.replicated_outputs(mesh))
     self._data, self._indices, self._mesh = tuple(data), indices, mesh
 
@@ -450,6 +459,17 @@ def run(execute: Callable, state: Any, *, starts: Sequence[int],
   return Outcome(state, seconds, compile_s, metrics, skipped, stopped)
 
 
+def loops_slow_convs(step: Callable, state: Any, data: Sequence[Any],
+                     idx: Sequence[np.ndarray]) -> bool:
+  """Whether ``step`` convolves on the CPU backend, where XLA runs a
+  convolution inside a loop body far slower than at top level (a float CNN
+  step: 12x), so that a scanned chunk loses to one dispatch per step."""
+  if jax.default_backend() != "cpu":
+    return False
+  return "conv_general_dilated" in str(jax.make_jaxpr(step)(
+      state, *data, *idx))
+
+
 def run_one(step: Callable, state: Any, data: Sequence[Any],
             indices: Callable[[int], Sequence[np.ndarray]], *, total: int,
             checkpoint_dir: Optional[str], checkpoint_every: int,
@@ -457,7 +477,7 @@ def run_one(step: Callable, state: Any, data: Sequence[Any],
             donate: bool = False, progress: bool = False,
             desc: str = "run",
             stop: Optional[Callable[[Any, int], bool]] = None,
-            stop_every: int = 0, chunk: int = CHUNK,
+            stop_every: int = 0, chunk: Optional[int] = None,
             programs: Optional[Programs] = None) -> Outcome:
   """:func:`run` for one lane with a :class:`ScanExecutor`.
 
@@ -465,17 +485,25 @@ def run_one(step: Callable, state: Any, data: Sequence[Any],
   are :func:`run`'s. ``chunk`` bounds the steps per dispatch; the scanned
   length is ``chunk`` capped by ``total`` and by the checkpoint and stop
   cadences, a function of the run's config alone, so that every seed (and a
-  resumed run) uses one program, shared through ``programs``.
-  ``donate`` donates ``state``'s buffers to the first chunk.
+  resumed run) uses one program, shared through ``programs``. ``None``:
+  :data:`CHUNK`, or one dispatch per step (a :class:`StepExecutor`) where
+  :func:`loops_slow_convs`. ``donate`` donates ``state``'s buffers.
   """
-  if chunk < 1:
+  if chunk is not None and chunk < 1:
     raise ValueError(f"chunk must be >= 1, got {chunk}")
-  size = min([chunk, max(total, 1)] + [
-      e for e in (checkpoint_every if checkpoint_dir is not None else 0,
-                  stop_every if stop is not None else 0) if e > 0])
-  execute = ScanExecutor(step, data, indices, size=size, mesh=mesh,
-                         donate=donate, programs=programs)
-  return run(execute, state, starts=[int(state.step)], totals=[total],
+  start = int(state.step)
+  if chunk is None and start < total and loops_slow_convs(
+      step, state, data, indices(start)):
+    execute = StepExecutor(step, data, indices, mesh=mesh, donate=donate,
+                           programs=programs)
+    size = 1
+  else:
+    size = min([chunk or CHUNK, max(total, 1)] + [
+        e for e in (checkpoint_every if checkpoint_dir is not None else 0,
+                    stop_every if stop is not None else 0) if e > 0])
+    execute = ScanExecutor(step, data, indices, size=size, mesh=mesh,
+                           donate=donate, programs=programs)
+  return run(execute, state, starts=[start], totals=[total],
              checkpoint_dirs=[checkpoint_dir],
              checkpoint_every=checkpoint_every, chunk=size,
              skip_nonfinite=skip_nonfinite,

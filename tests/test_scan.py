@@ -161,3 +161,12 @@ def test_a_second_seed_reuses_the_compiled_step(tiny):
   assert (programs.compiles, programs.hits) == (2, 2)
   # The state is donated, never the caller's Original parameters.
   assert _leaves_equal(originals, kept)
+
+
+def test_cpu_convolutions_keep_one_dispatch_per_step(tiny):
+  idx = (train.batch_indices(tiny["n"], 16, 0, 0),)
+  assert loop.loops_slow_convs(tiny["step"], _init(tiny), tiny["data"],
+                               idx) == (jax.default_backend() == "cpu")
+  toy = Toy(jnp.zeros(()), jnp.zeros((), jnp.int32))
+  assert not loop.loops_slow_convs(_toy_step(False), toy,
+                                   (jnp.ones(3),), (np.array([0]),))
