@@ -217,7 +217,8 @@ def fit(model, x: np.ndarray, y: np.ndarray, *, config: TrainConfig,
         seed: int, checkpoint_dir: Optional[str] = None,
         progress: bool = False, desc: str = "train",
         resume: bool = True,
-        mesh: Optional[jax.sharding.Mesh] = None) -> TrainResult:
+        mesh: Optional[jax.sharding.Mesh] = None,
+        programs: Optional[loop.Programs] = None) -> TrainResult:
   """Trains ``model`` on ``(x, y)`` from scratch (QAT when it is quantized).
 
   Args:
@@ -236,6 +237,9 @@ def fit(model, x: np.ndarray, y: np.ndarray, *, config: TrainConfig,
       a run is an error instead of being continued silently.
     mesh: data parallelism (:func:`oeu_jax.mesh.make_mesh`): state and
       data replicated, each batch split along the mesh's ``"data"`` axis.
+    programs: compiled steps shared with other runs
+      (:class:`oeu_jax.loop.Programs`): another seed of the same shapes and
+      config reuses the executable instead of compiling it again.
 
   Returns:
     A :class:`TrainResult`.
@@ -271,7 +275,8 @@ def fit(model, x: np.ndarray, y: np.ndarray, *, config: TrainConfig,
       skip_nonfinite=config.skip_nonfinite,
       failure=lambda s: (f"{desc}: non-finite loss, gradient or parameter "
                          f"at training step {s}"),
-      mesh=mesh, donate=True, progress=progress, desc=desc)
+      mesh=mesh, donate=True, progress=progress, desc=desc,
+      programs=programs)
   return TrainResult(out.state, out.seconds, out.compile_seconds,
                      np.asarray(out.metrics[0]["loss"], np.float32),
                      out.skipped[0])

@@ -374,7 +374,8 @@ def unlearn(method: methods_lib.Method, model, params, batch_stats,
             num_classes: int, seed: int = 0,
             checkpoint_dir: Optional[str] = None,
             progress: bool = False, resume: bool = True,
-            mesh: Optional[jax.sharding.Mesh] = None) -> UnlearnResult:
+            mesh: Optional[jax.sharding.Mesh] = None,
+            programs: Optional[loop.Programs] = None) -> UnlearnResult:
   """Runs ``method`` from the original weights for ``config.epochs`` epochs.
 
   Args:
@@ -392,6 +393,7 @@ def unlearn(method: methods_lib.Method, model, params, batch_stats,
     progress: tqdm bar.
     resume: as in :func:`oeu_jax.train.fit`.
     mesh: as in :func:`oeu_jax.train.fit`.
+    programs: as in :func:`oeu_jax.train.fit`.
 
   Returns:
     An :class:`UnlearnResult`; ``seconds`` excludes compilation,
@@ -416,6 +418,10 @@ def unlearn(method: methods_lib.Method, model, params, batch_stats,
   if start >= total or loop.stopped_at(checkpoint_dir) == start:
     return UnlearnResult(state, 0.0, 0.0, {})  # Finished (or stopped).
   state, data = mesh_lib.replicate(mesh, (state, data))
+  # Own buffers (not the caller's Original parameters) that the step may
+  # donate.
+  state = jax.tree.map(
+      lambda a: jnp.copy(a) if isinstance(a, jax.Array) else a, state)
   nf, nr = len(data.forget_y), len(data.retain_y)
   out = loop.run_one(
       make_step(method, tx, skip_nonfinite=config.skip_nonfinite,
@@ -425,8 +431,9 @@ def unlearn(method: methods_lib.Method, model, params, batch_stats,
       skip_nonfinite=config.skip_nonfinite,
       failure=lambda s: (f"{method.name}: non-finite loss or update at "
                          f"unlearning step {s}"),
-      mesh=mesh, progress=progress, desc=method.name,
-      stop=stop_check(model, config, data), stop_every=config.stop_every)
+      mesh=mesh, donate=True, progress=progress, desc=method.name,
+      stop=stop_check(model, config, data), stop_every=config.stop_every,
+      programs=programs)
   return UnlearnResult(out.state, out.seconds, out.compile_seconds,
                        summarize(out.metrics[0], out.skipped[0],
                                  out.stopped[0]))

@@ -31,6 +31,7 @@ import jax
 
 from oeu_jax import checkpointing
 from oeu_jax import data as data_lib
+from oeu_jax import loop as loop_lib
 from oeu_jax import methods as methods_lib
 from oeu_jax import metrics
 from oeu_jax import models
@@ -133,6 +134,7 @@ def stage_runner(model, dataset: data_lib.Dataset, layout: layout_lib.Layout,
   """
   cfg = layout.cfg
   x, y = dataset.train_x, dataset.train_y
+  programs = loop_lib.Programs()  # Each seed reuses the compiled steps.
 
   def dirs(seeds, stage):
     out = [layout.checkpoint_dir(s, stage) for s in seeds]
@@ -150,7 +152,8 @@ def stage_runner(model, dataset: data_lib.Dataset, layout: layout_lib.Layout,
       out.append(_timed(d, lambda: train_lib.fit(
           model, x if sub is None else x[sub], y if sub is None else y[sub],
           config=cfg.train, seed=s, checkpoint_dir=str(d), progress=progress,
-          desc=f"{stage} s{s}", resume=resume, mesh=mesh)))
+          desc=f"{stage} s{s}", resume=resume, mesh=mesh,
+          programs=programs)))
     return out
 
   def unlearn_sequential(name, method, seeds, originals, data_of):
@@ -162,7 +165,7 @@ def stage_runner(model, dataset: data_lib.Dataset, layout: layout_lib.Layout,
           method, model, originals[s].params, originals[s].batch_stats,
           data_of(s), config=cfg.unlearn, num_classes=dataset.num_classes,
           seed=s, checkpoint_dir=str(d), progress=progress, resume=resume,
-          mesh=mesh)))
+          mesh=mesh, programs=programs)))
     return out
 
   def fit_vmapped(stage, seeds, subsets):
