@@ -48,6 +48,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
                  help="architecture (default: cnn)")
   a.add_argument("--bits", default="w4a8", choices=catalog.BITS,
                  help="quantization-aware training bits (default: w4a8)")
+  a.add_argument("--quant-impl", default="aqt", choices=catalog.QUANT_IMPLS,
+                 help="how quantized layers train: aqt (default) or fake "
+                      "(AQT's quantizers, native float convolutions)")
   a.add_argument("--scenario", default="random", choices=catalog.SCENARIOS,
                  help="random or class forgetting (default: random)")
   a.add_argument("--forget-ratio", type=float, default=None,
