@@ -157,15 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
   r.add_argument("--data-dir", default=None,
                  help="folder of MNIST IDX files (mnist_idx) or a prepared "
                       "TFDS data dir")
-  r.add_argument("--model", default="cnn", choices=catalog.MODELS,
-                 help="architecture (default: cnn)")
-  r.add_argument("--bits", default="w4a8", choices=catalog.BITS,
-                 help="weight/activation bits of quantization-aware "
-                      "training (default: w4a8)")
-  r.add_argument("--quant-impl", default="aqt", choices=catalog.QUANT_IMPLS,
-                 help="how quantized layers train: aqt (AQT's integer dot, "
-                      "the default) or fake (AQT's quantizers, then native "
-                      "float convolutions: same outputs, float cost)")
+  catalog.add_model_arguments(r)
   r.add_argument("--quantize-ends", action="store_true",
                  help="also quantize the first conv and the classifier")
   r.add_argument("--scenario", default="random", choices=catalog.SCENARIOS,

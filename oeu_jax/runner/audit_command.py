@@ -44,13 +44,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
                  help="digits runs offline; mnist_idx reads --data-dir")
   a.add_argument("--data-dir", default=None,
                  help="MNIST IDX folder (mnist_idx) or TFDS data dir")
-  a.add_argument("--model", default="cnn", choices=catalog.MODELS,
-                 help="architecture (default: cnn)")
-  a.add_argument("--bits", default="w4a8", choices=catalog.BITS,
-                 help="quantization-aware training bits (default: w4a8)")
-  a.add_argument("--quant-impl", default="aqt", choices=catalog.QUANT_IMPLS,
-                 help="how quantized layers train: aqt (default) or fake "
-                      "(AQT's quantizers, native float convolutions)")
+  catalog.add_model_arguments(a)
   a.add_argument("--scenario", default="random", choices=catalog.SCENARIOS,
                  help="random or class forgetting (default: random)")
   a.add_argument("--forget-ratio", type=float, default=None,

@@ -83,3 +83,18 @@ def defaults_text() -> str:
         for s, u in ((s, unlearn_budget(d, s)) for s in SCENARIOS))
     lines.append(f"  {d:<{width}}  {train:<16}  {unlearn}")
   return "\n".join(lines)
+
+
+def add_model_arguments(parser) -> None:
+  """``--model``, ``--bits`` and ``--quant-impl`` on an argparse parser (the
+  ``run`` and ``audit`` subcommands share them)."""
+  parser.add_argument("--model", default="cnn", choices=MODELS,
+                      help="architecture (default: cnn)")
+  parser.add_argument("--bits", default="w4a8", choices=BITS,
+                      help="weight/activation bits of quantization-aware "
+                           "training (default: w4a8)")
+  parser.add_argument("--quant-impl", default="aqt", choices=QUANT_IMPLS,
+                      help="how quantized layers train: aqt (AQT's integer "
+                           "dot, the default) or fake (AQT's quantizers, "
+                           "then native float convolutions: same outputs, "
+                           "float cost)")
