@@ -1,0 +1,35 @@
+"""Session-wide test setup: one XLA compilation cache for the whole run.
+
+Most of the suite's time is XLA compiling the same small programs again: the
+digits CNN's training, unlearning and evaluation steps are new closures in
+every test (so JAX's in-memory cache misses), and the subprocess tests start
+fresh interpreters. JAX's persistent compilation cache, in a temporary folder
+that lives for this session only (empty at the start, deleted at the end),
+lets each distinct program compile once. Every test still traces, lowers and
+runs everything it did; only an identical XLA compilation is reused.
+Subprocesses (the CLI, resume, multi-device and notebook tests) inherit the
+folder through the environment. A cache folder set by the caller
+(``JAX_COMPILATION_CACHE_DIR``) is used as it is and kept.
+"""
+
+import os
+import shutil
+import tempfile
+
+import jax
+
+_OWN_CACHE = not os.environ.get("JAX_COMPILATION_CACHE_DIR")
+if _OWN_CACHE:
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(
+      prefix="oeu_jax_tests_xla_")
+# Cache every compilation, however quick (the default skips those < 1 s).
+os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+jax.config.update("jax_compilation_cache_dir",
+                  os.environ["JAX_COMPILATION_CACHE_DIR"])
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+
+
+def pytest_sessionfinish(session, exitstatus):
+  del session, exitstatus
+  if _OWN_CACHE:
+    shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
