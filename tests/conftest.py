@@ -8,8 +8,12 @@ that lives for this session only (empty at the start, deleted at the end),
 lets each distinct program compile once. Every test still traces, lowers and
 runs everything it did; only an identical XLA compilation is reused.
 Subprocesses (the CLI, resume, multi-device and notebook tests) inherit the
-folder through the environment. A cache folder set by the caller
-(``JAX_COMPILATION_CACHE_DIR``) is used as it is and kept.
+folder through the environment, and so do pytest-xdist's workers (``-n 2``):
+the controller imports this file before it starts them, so every worker
+finds the folder set, shares it and leaves it to the controller to delete.
+A cache folder set by the caller (``JAX_COMPILATION_CACHE_DIR``) is used as
+it is and kept. Two workers writing one entry at once is harmless: JAX
+warns about an entry it cannot read and compiles the program itself.
 """
 
 import os
