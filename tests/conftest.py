@@ -21,6 +21,7 @@ import shutil
 import tempfile
 
 import jax
+import pytest
 
 _OWN_CACHE = not os.environ.get("JAX_COMPILATION_CACHE_DIR")
 if _OWN_CACHE:
@@ -31,6 +32,24 @@ os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
 jax.config.update("jax_compilation_cache_dir",
                   os.environ["JAX_COMPILATION_CACHE_DIR"])
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+
+
+@pytest.fixture(scope="module")
+def fast_compile():
+  """XLA's optimization passes off for the module's programs.
+
+  For tests whose programs run a few tiny steps of large graphs (the models'
+  layers, the paper configs on mock data): the passes cost more than they
+  save. Every program is still traced, lowered, compiled and run. The flag
+  is restored afterwards and the in-memory caches cleared, so that no
+  unoptimized executable is reused by other test modules (the persistent
+  cache keys include the flag).
+  """
+  previous = jax.config.values["jax_disable_most_optimizations"]
+  jax.config.update("jax_disable_most_optimizations", True)
+  yield
+  jax.config.update("jax_disable_most_optimizations", previous)
+  jax.clear_caches()
 
 
 def pytest_sessionfinish(session, exitstatus):
