@@ -9,10 +9,11 @@ input shape and time it; :class:`Programs` lets runs share what they
 compiled (another seed of the same shapes compiles nothing). One-lane runs
 use :class:`ScanExecutor`: ``lax.scan`` over a chunk of steps per dispatch,
 the finiteness flags and metrics of the chunk fetched in one transfer.
-:class:`StepExecutor` (one dispatch per step) is the reference it is tested
-against, and the choice where :func:`loops_slow_convs`: XLA compiles a loop
-body apart from a top-level program, so the two may differ in the last bit
-of a parameter, while any two chunk lengths give the same bits. The
+:class:`StepExecutor` (one dispatch per step) is used instead where
+:func:`loops_slow_convs`, and is the reference the scan is tested against:
+XLA compiles a loop body apart from a top-level program, so the two may
+differ in the last bit of a parameter, while any two chunk lengths give the
+same bits. The
 vmapped seeds of :mod:`oeu_jax.seeds` have their own executor built on
 :class:`Compiled`.
 
