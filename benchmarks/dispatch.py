@@ -1,10 +1,10 @@
 """Per-step dispatch overhead: one dispatch per step against K per dispatch.
 
 Times the same training steps of a small CNN on digits driven by
-:class:`oeu_jax.loop.StepExecutor` (one dispatch and one host transfer per
-step) and by :class:`oeu_jax.loop.ScanExecutor` (``lax.scan`` over K steps,
-one transfer per chunk), interleaved, and prints the medians per step after
-compilation. Not part of the test suite.
+:class:`oeu_jax.executors.StepExecutor` (one dispatch and one host transfer
+per step) and by :class:`oeu_jax.executors.ScanExecutor` (``lax.scan`` over K
+steps, one transfer per chunk), interleaved, and prints the medians per step
+after compilation. Not part of the test suite.
 
   python benchmarks/dispatch.py [--steps 200] [--repeats 5] [--chunk 100]
 """
@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from oeu_jax import data
+from oeu_jax import executors as executors_lib
 from oeu_jax import loop
 from oeu_jax import models
 from oeu_jax import train
@@ -41,9 +42,9 @@ def main() -> None:
     return (train.batch_indices(n, args.batch, 0, s),)
 
   executors = {
-      "per step": loop.StepExecutor(step, xy, indices),
-      f"scan K={args.chunk}": loop.ScanExecutor(step, xy, indices,
-                                                size=args.chunk),
+      "per step": executors_lib.StepExecutor(step, xy, indices),
+      f"scan K={args.chunk}": executors_lib.ScanExecutor(step, xy, indices,
+                                                    size=args.chunk),
   }
   chunks = {"per step": 1, f"scan K={args.chunk}": args.chunk}
   times = {k: [] for k in executors}

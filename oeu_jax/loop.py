@@ -10,26 +10,19 @@ the checkpoint cadence, the final save and the per-lane metric history
 (with each checkpoint it stores the lane's :mod:`oeu_jax.tally`, so that a
 run's seconds and metric means cover its steps across resumes).
 
-What a step computes is the caller's: an *executor* maps
-``(state, a, b, active)`` to ``(state, metrics)`` for the steps ``[a, b)``,
-where ``active[k, i]`` says whether lane ``i`` runs step ``a + k`` and every
-metric comes back as a ``(b - a, lanes)`` NumPy array with a boolean
-``"finite"`` among them. :class:`Compiled` is the shared piece executors use
-to compile once per input shape and time it; :class:`Programs` lets runs
-share what they compiled (another seed of the same shapes compiles nothing).
-One-lane runs (:func:`run_one`) use :class:`ScanExecutor`: ``lax.scan`` over
-a chunk of steps per dispatch, the finiteness flags and metrics of the chunk
-fetched in one transfer. :class:`StepExecutor` (one dispatch per step) is
-the reference it is tested against: XLA compiles a loop body apart from a
-top-level program, so the two may differ in the last bit of a parameter,
-while any two chunk lengths give the same bits.
+What a step computes is the caller's: an *executor*
+(:mod:`oeu_jax.executors`) maps ``(state, a, b, active)`` to
+``(state, metrics)`` for the steps ``[a, b)``. One-lane runs
+(:func:`run_one`) use :class:`oeu_jax.executors.ScanExecutor` (``lax.scan``
+over a chunk of steps per dispatch), or
+:class:`oeu_jax.executors.StepExecutor` (one dispatch per step) where
+:func:`oeu_jax.executors.loops_slow_convs`.
 
 Batch order and rngs are pure functions of ``(seed, step)`` in the
 executors, so a run resumed here from a checkpoint is bit-identical to an
 uninterrupted one.
 """
 
-import hashlib
 import logging
 import time
 from typing import Any
@@ -39,11 +32,10 @@ from typing import Optional
 from typing import Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from oeu_jax import checkpointing
-from oeu_jax import mesh as mesh_lib
+from oeu_jax import executors
 from oeu_jax import progress as progress_lib
 from oeu_jax import tally as tally_lib
 
@@ -71,163 +63,6 @@ class Outcome(NamedTuple):
   metrics: list
   skipped: list
   stopped: Optional[list] = None
-
-
-class Programs:
-  """Compiled executables shared by the runs of one process (or stage).
-
-  Keyed by the lowered program's text (so its baked-in constants and
-  shardings), its argument and result structure and its donation: a second
-  run whose step traces to the same program (another seed of a method, the
-  same set sizes and budget) reuses the first run's executable instead of
-  compiling it again. Pass one instance to every run that may share
-  (:func:`oeu_jax.runner.pipeline.stage_runner` does); it holds at most
-  ``capacity`` executables, dropping the oldest.
-  """
-
-  def __init__(self, capacity: int = 32):
-    if capacity < 1:
-      raise ValueError(f"capacity must be >= 1, got {capacity}")
-    self._capacity = capacity
-    self._table = {}
-    self.compiles = 0  # Executables compiled (misses).
-    self.hits = 0  # Executables reused.
-
-  def get(self, lowered, key) -> Any:
-    """``lowered.compile()``, or the executable of an equal program."""
-    text = lowered.as_text()
-    full = (hashlib.sha256(text.encode()).hexdigest(), len(text), key,
-            str(lowered.out_tree))
-    fn = self._table.get(full)
-    if fn is not None:
-      self.hits += 1
-      return fn
-    fn = lowered.compile()
-    self.compiles += 1
-    self._table[full] = fn
-    while len(self._table) > self._capacity:
-      self._table.pop(next(iter(self._table)))
-    return fn
-
-
-class Compiled:
-  """``jax.jit(fn)`` compiled ahead of time once per argument shapes.
-
-  ``compile_seconds`` accumulates the time spent lowering and compiling, so
-  a loop can report step time and compile time apart. With ``programs``
-  (a :class:`Programs`), an executable compiled for an equal program by
-  another :class:`Compiled` (another run) is reused.
-  """
-
-  def __init__(self, fn: Callable, *, programs: Optional["Programs"] = None,
-               **jit_kwargs):
-    self._jitted = jax.jit(fn, **jit_kwargs)
-    self._programs = programs
-    self._donate = tuple(jit_kwargs.get("donate_argnums", ()))
-    self._cache = {}
-    self.compile_seconds = 0.0
-
-  def __call__(self, *args):
-    key = jax.tree.structure(args), tuple(
-        (np.shape(a), str(getattr(a, "dtype", type(a))))
-        for a in jax.tree.leaves(args))
-    fn = self._cache.get(key)
-    if fn is None:
-      t0 = time.perf_counter()
-      lowered = self._jitted.lower(*args)
-      fn = (lowered.compile() if self._programs is None else
-            self._programs.get(lowered, (str(key[0]), self._donate)))
-      self.compile_seconds += time.perf_counter() - t0
-      self._cache[key] = fn
-    return fn(*args)
-
-
-class StepExecutor:
-  """One lane, one dispatch per step: ``step(state, *data, *indices(g))``.
-
-  ``step`` is pure and returns ``(state, metrics)`` with a ``"finite"``
-  entry; ``indices(g)`` gives step ``g``'s batch index arrays (a pure
-  function of the seed and ``g``).
-  """
-
-  def __init__(self, step: Callable, data: Sequence[Any],
-               indices: Callable[[int], Sequence[np.ndarray]], *,
-               mesh=None, donate: bool = False,
-               programs: Optional["Programs"] = None):
-    self._compiled = Compiled(step, programs=programs,
-                              donate_argnums=(0,) if donate else (),
-                              **mesh_lib.replicated_outputs(mesh))
-    self._data, self._indices, self._mesh = tuple(data), indices, mesh
-
-  @property
-  def compile_seconds(self) -> float:
-    return self._compiled.compile_seconds
-
-  def __call__(self, state, a: int, b: int, active: np.ndarray):
-    rows = []
-    for g in range(a, b):
-      idx = [mesh_lib.shard_batch(self._mesh, i) for i in self._indices(g)]
-      state, m = self._compiled(state, *self._data, *idx)
-      rows.append(jax.device_get(m))
-    return state, {k: np.stack([r[k] for r in rows])[:, None]
-                   for k in rows[0]}
-
-
-class ScanExecutor:
-  """One lane, ``size`` steps per dispatch (``jax.lax.scan``).
-
-  The same contract as :class:`StepExecutor`; a chunk ``[a, b)`` shorter
-  than ``size`` is padded with steps that ``lax.cond`` skips, so one
-  program serves every chunk. Batch indices of the chunk travel as
-  ``(size, ...)`` arrays, metrics come back stacked, one transfer per chunk.
-  ``programs`` (:class:`Programs`) shares the executable with other runs.
-  """
-
-  def __init__(self, step: Callable, data: Sequence[Any],
-               indices: Callable[[int], Sequence[np.ndarray]], *, size: int,
-               mesh=None, donate: bool = False,
-               programs: Optional[Programs] = None):
-    if size < 1:
-      raise ValueError(f"size must be >= 1, got {size}")
-
-    def chunk(state, data, idx_seq, on_seq):
-      def body(s, xs):
-        idx, on = xs
-        run = lambda s: step(s, *data, *idx)  # noqa: E731
-        shapes = jax.eval_shape(run, s)[1]
-        skip = lambda s: (s, jax.tree.map(  # noqa: E731
-            lambda v: jnp.zeros(v.shape, v.dtype), shapes))
-        return jax.lax.cond(on, run, skip, s)
-
-      return jax.lax.scan(body, state, (idx_seq, on_seq))
-
-    self._compiled = Compiled(chunk, programs=programs,
-                              donate_argnums=(0,) if donate else (),
-                              **mesh_lib.replicated_outputs(mesh))
-    self._data, self._indices, self._mesh = tuple(data), indices, mesh
-    self.size = int(size)
-
-  @property
-  def compile_seconds(self) -> float:
-    return self._compiled.compile_seconds
-
-  def __call__(self, state, a: int, b: int, active: np.ndarray):
-    if b - a > self.size or not np.all(active):
-      raise ValueError(f"a chunk of one lane's own steps of at most "
-                       f"{self.size} steps, got [{a}, {b})")
-    rows = [tuple(np.asarray(v) for v in self._indices(g))
-            for g in range(a, b)]
-    rows += [tuple(np.zeros_like(v) for v in rows[0])] * (
-        self.size - len(rows))
-    idx_seq = tuple(mesh_lib.shard_batch(self._mesh, np.stack(part),
-                                         axis=np.ndim(part[0]))
-                    if np.ndim(part[0]) else jnp.asarray(np.stack(part))
-                    for part in zip(*rows))
-    on = mesh_lib.replicate(self._mesh,
-                            jnp.asarray(np.arange(self.size) < b - a))
-    state, m = self._compiled(state, self._data, idx_seq, on)
-    return state, {k: np.asarray(v)[:b - a, None]
-                   for k, v in jax.device_get(m).items()}
 
 
 def resume_step(checkpoint_dir: Optional[str], total: int, *,
@@ -459,17 +294,6 @@ def run(execute: Callable, state: Any, *, starts: Sequence[int],
   return Outcome(state, seconds, compile_s, metrics, skipped, stopped)
 
 
-def loops_slow_convs(step: Callable, state: Any, data: Sequence[Any],
-                     idx: Sequence[np.ndarray]) -> bool:
-  """Whether ``step`` convolves on the CPU backend, where XLA runs a
-  convolution inside a loop body far slower than at top level (a float CNN
-  step: 12x), so that a scanned chunk loses to one dispatch per step."""
-  if jax.default_backend() != "cpu":
-    return False
-  return "conv_general_dilated" in str(jax.make_jaxpr(step)(
-      state, *data, *idx))
-
-
 def run_one(step: Callable, state: Any, data: Sequence[Any],
             indices: Callable[[int], Sequence[np.ndarray]], *, total: int,
             checkpoint_dir: Optional[str], checkpoint_every: int,
@@ -478,31 +302,35 @@ def run_one(step: Callable, state: Any, data: Sequence[Any],
             desc: str = "run",
             stop: Optional[Callable[[Any, int], bool]] = None,
             stop_every: int = 0, chunk: Optional[int] = None,
-            programs: Optional[Programs] = None) -> Outcome:
-  """:func:`run` for one lane with a :class:`ScanExecutor`.
+            programs: Optional[executors.Programs] = None) -> Outcome:
+  """:func:`run` for one lane with a
+  :class:`~oeu_jax.executors.ScanExecutor`.
 
   ``failure(step)`` names a non-finite step, ``stop`` and ``stop_every``
   are :func:`run`'s. ``chunk`` bounds the steps per dispatch; the scanned
   length is ``chunk`` capped by ``total`` and by the checkpoint and stop
   cadences, a function of the run's config alone, so that every seed (and a
   resumed run) uses one program, shared through ``programs``. ``None``:
-  :data:`CHUNK`, or one dispatch per step (a :class:`StepExecutor`) where
-  :func:`loops_slow_convs`. ``donate`` donates ``state``'s buffers.
+  :data:`CHUNK`, or one dispatch per step (a
+  :class:`~oeu_jax.executors.StepExecutor`) where
+  :func:`~oeu_jax.executors.loops_slow_convs`. ``donate`` donates
+  ``state``'s buffers.
   """
   if chunk is not None and chunk < 1:
     raise ValueError(f"chunk must be >= 1, got {chunk}")
   start = int(state.step)
-  if chunk is None and start < total and loops_slow_convs(
+  if chunk is None and start < total and executors.loops_slow_convs(
       step, state, data, indices(start)):
-    execute = StepExecutor(step, data, indices, mesh=mesh, donate=donate,
-                           programs=programs)
+    execute = executors.StepExecutor(step, data, indices, mesh=mesh,
+                                     donate=donate, programs=programs)
     size = 1
   else:
     size = min([chunk or CHUNK, max(total, 1)] + [
         e for e in (checkpoint_every if checkpoint_dir is not None else 0,
                     stop_every if stop is not None else 0) if e > 0])
-    execute = ScanExecutor(step, data, indices, size=size, mesh=mesh,
-                           donate=donate, programs=programs)
+    execute = executors.ScanExecutor(step, data, indices, size=size,
+                                     mesh=mesh, donate=donate,
+                                     programs=programs)
   return run(execute, state, starts=[start], totals=[total],
              checkpoint_dirs=[checkpoint_dir],
              checkpoint_every=checkpoint_every, chunk=size,

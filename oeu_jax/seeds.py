@@ -65,6 +65,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from oeu_jax import executors
 from oeu_jax import loop
 from oeu_jax import mesh as mesh_lib
 from oeu_jax import methods as methods_lib
@@ -187,8 +188,8 @@ class _Executor:
       return jax.lax.scan(lambda s, xs: vstep(s, d, *xs), state,
                           (idx_seq, active_seq))
 
-    self._compiled = loop.Compiled(chunk, donate_argnums=(0,),
-                                   **mesh_lib.replicated_outputs(mesh))
+    self._compiled = executors.Compiled(chunk, donate_argnums=(0,),
+                                        **mesh_lib.replicated_outputs(mesh))
     self._data, self._indices, self._mesh = data, indices, mesh
 
   @property

@@ -23,6 +23,7 @@ import numpy as np
 import optax
 
 from oeu_jax import data as data_lib
+from oeu_jax import executors
 from oeu_jax import loop
 from oeu_jax import losses
 from oeu_jax import mesh as mesh_lib
@@ -218,7 +219,7 @@ def fit(model, x: np.ndarray, y: np.ndarray, *, config: TrainConfig,
         progress: bool = False, desc: str = "train",
         resume: bool = True,
         mesh: Optional[jax.sharding.Mesh] = None,
-        programs: Optional[loop.Programs] = None) -> TrainResult:
+        programs: Optional[executors.Programs] = None) -> TrainResult:
   """Trains ``model`` on ``(x, y)`` from scratch (QAT when it is quantized).
 
   Args:
@@ -238,8 +239,9 @@ def fit(model, x: np.ndarray, y: np.ndarray, *, config: TrainConfig,
     mesh: data parallelism (:func:`oeu_jax.mesh.make_mesh`): state and
       data replicated, each batch split along the mesh's ``"data"`` axis.
     programs: compiled steps shared with other runs
-      (:class:`oeu_jax.loop.Programs`): another seed of the same shapes and
-      config reuses the executable instead of compiling it again.
+      (:class:`oeu_jax.executors.Programs`): another seed of the same
+      shapes and config reuses the executable instead of compiling it
+      again.
 
   Returns:
     A :class:`TrainResult`.

@@ -33,6 +33,7 @@ import numpy as np
 import optax
 
 from oeu_jax import data as data_lib
+from oeu_jax import executors
 from oeu_jax import loop
 from oeu_jax import mesh as mesh_lib
 from oeu_jax import methods as methods_lib
@@ -375,7 +376,7 @@ def unlearn(method: methods_lib.Method, model, params, batch_stats,
             checkpoint_dir: Optional[str] = None,
             progress: bool = False, resume: bool = True,
             mesh: Optional[jax.sharding.Mesh] = None,
-            programs: Optional[loop.Programs] = None) -> UnlearnResult:
+            programs: Optional[executors.Programs] = None) -> UnlearnResult:
   """Runs ``method`` from the original weights for ``config.epochs`` epochs.
 
   Args:

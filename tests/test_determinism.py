@@ -28,6 +28,9 @@ def test_two_runs_write_identical_metrics(tmp_path):
   procs = []
   for i, hash_seed in enumerate(("0", "12345")):
     env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONHASHSEED=hash_seed)
+    # Each process compiles its own programs (no shared compilation cache,
+    # see conftest.py), so XLA's compilation is part of what must agree.
+    env.pop("JAX_COMPILATION_CACHE_DIR", None)
     procs.append(subprocess.Popen(
         [sys.executable, "-m", "oeu_jax"] + ARGS
         + ["--workdir", str(tmp_path / f"run{i}")],

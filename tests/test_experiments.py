@@ -37,6 +37,9 @@ def test_every_experiment_config_resolves(name):
       assert cfg.seeds == ((0,) if quick else (0, 1, 2))
 
 
+# A few steps of large graphs: XLA's optimization passes cost more than
+# they save.
+@pytest.mark.usefixtures("fast_compile")
 @pytest.mark.parametrize("name, variant", CASES)
 def test_paper_config_runs_on_mock_data(name, variant, tmp_path):
   full = run_lib.load_configs(name, quick=False)[variant]

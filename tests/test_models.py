@@ -22,19 +22,8 @@ from oeu_jax.models import QDense
 from oeu_jax.quantization import QuantSpec
 from oeu_jax.quantization import preset
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _fast_compile():
-  """Tiny shapes: XLA's optimization passes cost more than they save here.
-
-  The flag is restored afterwards, and the caches cleared so that no
-  unoptimized executable is reused by other test modules.
-  """
-  previous = jax.config.values["jax_disable_most_optimizations"]
-  jax.config.update("jax_disable_most_optimizations", True)
-  yield
-  jax.config.update("jax_disable_most_optimizations", previous)
-  jax.clear_caches()
+# Tiny shapes: XLA's optimization passes cost more than they save here.
+pytestmark = pytest.mark.usefixtures("fast_compile")
 
 
 @functools.partial(jax.jit, static_argnums=0)

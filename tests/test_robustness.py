@@ -22,7 +22,7 @@ import pytest
 
 from oeu_jax import checkpointing
 from oeu_jax import cli
-from oeu_jax import loop
+from oeu_jax import executors
 from oeu_jax import models
 from oeu_jax import train
 from oeu_jax import unlearn
@@ -253,7 +253,7 @@ def test_a_resumed_run_reports_the_whole_run(run_a, tmp_path, monkeypatch):
                   ignore=lambda d, names: [n for n in names
                                            if n == oeu_dir.name])
   # The interrupted part is slow (0.25 s a step) and stops after step 2.
-  real_call = loop.StepExecutor.__call__
+  real_call = executors.StepExecutor.__call__
   real_save = checkpointing.save_checkpoint
 
   def slow(self, state, a, b, active):
@@ -265,7 +265,7 @@ def test_a_resumed_run_reports_the_whole_run(run_a, tmp_path, monkeypatch):
     raise KeyboardInterrupt
 
   with monkeypatch.context() as m:
-    m.setattr(loop.StepExecutor, "__call__", slow)
+    m.setattr(executors.StepExecutor, "__call__", slow)
     m.setattr(checkpointing, "save_checkpoint", save_then_interrupt)
     with pytest.raises(KeyboardInterrupt):
       pipeline.run(CFG, tmp_path)

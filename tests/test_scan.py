@@ -1,4 +1,4 @@
-"""The chunked one-lane executor (:class:`oeu_jax.loop.ScanExecutor`).
+"""The chunked one-lane executor (:class:`oeu_jax.executors.ScanExecutor`).
 
 K steps per dispatch through ``lax.scan`` must keep what the one-step loop
 did: the same steps, metrics and non-finite policy, stops and checkpoints at
@@ -15,6 +15,7 @@ import pytest
 
 from oeu_jax import checkpointing
 from oeu_jax import data
+from oeu_jax import executors
 from oeu_jax import loop
 from oeu_jax import methods
 from oeu_jax import models
@@ -69,7 +70,7 @@ def test_chunk_length_does_not_change_a_bit(tiny, four):
 
 
 def test_chunks_compute_the_one_step_loop(tiny, four):
-  ex = loop.StepExecutor(
+  ex = executors.StepExecutor(
       tiny["step"], tiny["data"],
       lambda s: (train.batch_indices(tiny["n"], 16, 0, s),))
   ref = loop.run(ex, _init(tiny), starts=[0], totals=[tiny["total"]],
@@ -141,7 +142,7 @@ def test_the_stop_rule_stops_on_its_cadence():
 
 
 def test_a_second_seed_reuses_the_compiled_step(tiny):
-  programs = loop.Programs()
+  programs = executors.Programs()
   ds, model = tiny["ds"], tiny["model"]
   cfg = train.TrainConfig(epochs=1, batch_size=16)
   fits = [train.fit(model, ds.train_x, ds.train_y, config=cfg, seed=s,
@@ -165,8 +166,8 @@ def test_a_second_seed_reuses_the_compiled_step(tiny):
 
 def test_cpu_convolutions_keep_one_dispatch_per_step(tiny):
   idx = (train.batch_indices(tiny["n"], 16, 0, 0),)
-  assert loop.loops_slow_convs(tiny["step"], _init(tiny), tiny["data"],
+  assert executors.loops_slow_convs(tiny["step"], _init(tiny), tiny["data"],
                                idx) == (jax.default_backend() == "cpu")
   toy = Toy(jnp.zeros(()), jnp.zeros((), jnp.int32))
-  assert not loop.loops_slow_convs(_toy_step(False), toy,
+  assert not executors.loops_slow_convs(_toy_step(False), toy,
                                    (jnp.ones(3),), (np.array([0]),))

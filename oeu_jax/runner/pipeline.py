@@ -31,7 +31,7 @@ import jax
 
 from oeu_jax import checkpointing
 from oeu_jax import data as data_lib
-from oeu_jax import loop as loop_lib
+from oeu_jax import executors
 from oeu_jax import methods as methods_lib
 from oeu_jax import metrics
 from oeu_jax import models
@@ -134,7 +134,7 @@ def stage_runner(model, dataset: data_lib.Dataset, layout: layout_lib.Layout,
   """
   cfg = layout.cfg
   x, y = dataset.train_x, dataset.train_y
-  programs = loop_lib.Programs()  # Each seed reuses the compiled steps.
+  programs = executors.Programs()  # Each seed reuses the compiled steps.
 
   def dirs(seeds, stage):
     out = [layout.checkpoint_dir(s, stage) for s in seeds]
