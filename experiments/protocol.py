@@ -39,6 +39,13 @@ The rules a table is made by (issue "a fair comparison"):
   class-wise before this rule). Tables count the units whose RA falls out
   of the range (``collapsed``), so a knife edge that holds on the tuning
   units but not on a table unit is shown, not hidden.
+* **Stopping rule** (optional, ``tune --stop-when``): the default is no
+  rule, as in every reference (:mod:`oeu_jax.stopping`). Given candidate
+  rules, each method's pick is rerun under each of them on the tuning units
+  and scored by the same criterion, divergence and working-range rules; a
+  rule is picked only if its score is at most :data:`STOP_TOL` worse than
+  the pick's without a rule and it stops earlier on average, and among
+  those the one with the fewest mean unlearning steps (:func:`stop_pick`).
 """
 
 import dataclasses
@@ -70,6 +77,12 @@ REFERENCE_LR = {
 LR_STEP = 10 ** 0.5
 MAX_EXTENSIONS = 2
 FLAT_TOL = 0.05
+# Stopping rule: a rule may cost at most this many gap points against the
+# pick without one. The same tolerance as the flatness test: a criterion
+# difference the protocol already treats as no difference. A larger one
+# would trade fidelity to Retrain for speed, which the criterion does not
+# weigh; the rule would no longer be "the same method, stopped sooner".
+STOP_TOL = FLAT_TOL
 # Working range: at most this many RA points below Retrain's on the same
 # unit (Retrain RA is ~99-100 on digits and MNIST, so the floor is ~90).
 RA_DROP = 10.0
@@ -226,3 +239,33 @@ def refinement(trials: list, pick: dict) -> list:
       if mid not in lrs:
         out.append(mid)
   return out
+
+
+def stop_pick(base: dict, candidates: list, *,
+              tol: Optional[float] = None) -> Optional[dict]:
+  """The stopping rule to keep, or None (run the whole budget).
+
+  ``base`` is the pick without a rule, ``candidates`` the same setting
+  under each rule: dicts with ``score`` (+inf when diverged or out of the
+  working range) and ``mean_steps`` (unlearning steps run, averaged over
+  the tuning units; a unit whose rule never fired counts its whole
+  budget). A candidate is admissible when its score is finite and at most
+  ``tol`` (default :data:`STOP_TOL`) above ``base``'s and it stops earlier
+  than ``base`` on average; the admissible one with the fewest mean steps
+  is kept (ties: the lower score, then the first listed).
+
+  Examples:
+    >>> base = {"score": 5.0, "mean_steps": 40}
+    >>> early = {"score": 5.03, "mean_steps": 10}
+    >>> worse = {"score": 6.0, "mean_steps": 4}
+    >>> stop_pick(base, [worse, early]) is early
+    True
+    >>> stop_pick(base, [worse, dict(early, mean_steps=40)]) is None
+    True
+  """
+  tol = STOP_TOL if tol is None else tol
+  ok = [c for c in candidates
+        if math.isfinite(c["score"]) and c["score"] <= base["score"] + tol
+        and c["mean_steps"] < base["mean_steps"]]
+  return min(ok, key=lambda c: (c["mean_steps"], c["score"]),
+             default=None)

@@ -6,6 +6,7 @@ Usage::
         [--classes 0,1,...,9] [--forget-ratio 0.1] [--seeds 0,1,2,3,4]
         [--methods ...] [--workdir runs/table-digits-class]
         [--records results/protocol/digits-class.json]
+        [--stop-when RULE|tuned] [--stop-every K]
 
 Every method runs with its picks from ``tuned.json`` (learning rate, knob,
 capped epochs, reference schedule) on the table seeds (disjoint from the
@@ -17,7 +18,9 @@ the mean of per-unit gaps, RTE against Retrain's, the units that skipped a
 non-finite step (``flagged``) or whose RA fell out of the working range
 (``collapsed``: more than ``protocol.RA_DROP`` points below the same unit's
 Retrain), and for OEU a paired t-test against the best baseline over the
-(seed, class) units.
+(seed, class) units. ``--stop-when RULE`` stops every method by one rule
+(:mod:`oeu_jax.stopping`); ``--stop-when tuned`` each by its tuned one
+(:func:`stop_rules`); the ``stopped`` column counts the units it stopped.
 
 ``--records FILE`` keeps every record in a file meant to be committed: a
 (class, method) whose records for every seed are already there, under the
@@ -89,6 +92,31 @@ def method_config(entry: dict, method: str, *, dataset: str, scenario: str,
       train=train, unlearn=ucfg,
       method_hparams=((method, tuple(sorted(hp.items()))),) if hp else (),
       max_examples=max_examples, mia_exclude_forget_class=True)
+
+
+def stop_rules(entry: dict, methods, stop_when: Optional[str],
+               stop_every: Optional[int]) -> dict:
+  """``{method: (rule or None, every)}`` for ``--stop-when``.
+
+  An explicit rule applies to every method, checked every ``stop_every``
+  steps (default 10). ``"tuned"``: each method's stop pick from its tuning
+  entry (:func:`experiments.tune.tune_stop`; null: no rule), checked as
+  often as in the tuning unless ``stop_every`` is given.
+
+  Raises:
+    ValueError: ``"tuned"`` for a method whose stopping rule was not tuned
+      (or that has no tuning entry), in one line.
+  """
+  if stop_when != "tuned":
+    return {m: (stop_when, stop_every or 10) for m in methods}
+  out = {}
+  for m in methods:
+    stop = entry.get("methods", {}).get(m, {}).get("stop")
+    if stop is None:
+      raise ValueError(f"'tuned': method {m!r} has no tuned stopping rule;"
+                       " run experiments.tune with --stop-when RULES first")
+    out[m] = (stop["pick"], stop_every or stop["every"])
+  return out
 
 
 def stored(records: list, cfg: config_lib.RunConfig) -> Optional[list]:
@@ -187,22 +215,25 @@ def main(argv=None) -> int:
                  "reused, new ones added after each run")
   p.add_argument("--stop-when", default=None, metavar="RULE",
                  help="a stopping rule for every method's unlearning "
-                 "(oeu_jax.stopping: 'ua>=T' or 'entropy>=T'); default "
-                 "none, the capped budget runs")
-  p.add_argument("--stop-every", type=int, default=10, metavar="STEPS")
+                 "(oeu_jax.stopping: 'ua>=T' or 'entropy>=T'), or 'tuned':"
+                 " each method's tuned rule (its tuning entry's stop pick,"
+                 " none if null); default none, the capped budget runs")
+  p.add_argument("--stop-every", type=int, default=None, metavar="STEPS",
+                 help="steps between checks (default 10; with 'tuned', the"
+                 " tuning's)")
   p.add_argument("--vmap-seeds", action="store_true",
                  help="run the seeds of each stage as one vmapped program "
                  "(one compilation for all seeds; equal to the sequential "
                  "runs up to float rounding)")
   args = p.parse_args(argv)
   seeds = [int(s) for s in args.seeds.split(",")]
-  if args.stop_when is not None:
+  if args.stop_when is not None and args.stop_when != "tuned":
     try:
       stopping.parse(args.stop_when)
     except ValueError as e:
       print(f"error: --stop-when: {e}", file=sys.stderr)
       return 2
-  if args.stop_every <= 0:
+  if args.stop_every is not None and args.stop_every <= 0:
     print(f"error: --stop-every must be > 0, got {args.stop_every}",
           file=sys.stderr)
     return 2
@@ -212,6 +243,12 @@ def main(argv=None) -> int:
   except KeyError:
     print(f"error: {args.tuned} has no tuning for {args.dataset} "
           f"{args.scenario}: run experiments.tune first", file=sys.stderr)
+    return 2
+  try:
+    stops = stop_rules(entry, args.methods.split(","), args.stop_when,
+                       args.stop_every)
+  except ValueError as e:
+    print(f"error: --stop-when: {e}", file=sys.stderr)
     return 2
   clash = set(seeds) & set(entry["seeds"])
   if clash:
@@ -255,7 +292,7 @@ def main(argv=None) -> int:
           max_examples=entry.get("max_examples"),
           num_forget=len(split.forget_idx),
           num_retain=len(split.retain_idx), recap=recap,
-          stop_when=args.stop_when, stop_every=args.stop_every)
+          stop_when=stops[m][0], stop_every=stops[m][1])
       recs = stored(kept, cfg)
       reused = recs is not None
       if not reused:
@@ -283,8 +320,12 @@ def main(argv=None) -> int:
               else f" {args.forget_ratio:g}") + f", seeds {seeds}"
            + (f" (settings tuned at forget ratio {entry['forget_ratio']:g},"
               " epochs recomputed under the cap)" if recap else "")
-           + (f", stopping rule {args.stop_when} every {args.stop_every} "
-              "steps" if args.stop_when else ""))
+           + (f", stopping rule {args.stop_when} every "
+              f"{next(iter(stops.values()))[1]} "
+              "steps" if args.stop_when not in (None, "tuned") else "")
+           + (", each method's tuned stopping rule: " + ", ".join(
+               f"{k} {r or 'none'}" for k, (r, _) in stops.items())
+              if args.stop_when == "tuned" else ""))
   md = markdown(records, title=title)
   (workdir / "table.md").write_text(md + "\n")
   print(md)

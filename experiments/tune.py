@@ -6,6 +6,8 @@ Usage::
         [--methods ft,ga,...] [--seeds 100,101] [--cap 0.15]
         [--workdir runs/tune-digits-class] [--out experiments/tuned.json]
         [--data-dir DIR] [--max-examples N] [--train-epochs E]
+        [--stop-when 'ua>=90,ua>=95,entropy>=0.9'] [--stop-every K]
+    python -m experiments.tune --dataset digits --scenario class --report
 
 For each method, each setting of its search space (learning rate x key
 knob) runs on every tuning unit (tuning seed; class-wise: forgetting class
@@ -20,9 +22,27 @@ Retrain are trained once per unit and reused from checkpoints across the
 whole grid (``--workdir``); a rerun reuses every finished trial. The search
 space, every trial (diverged ones flagged) and the picks go to ``--out``
 under ``[dataset][scenario]``, which :mod:`experiments.table` reads.
+
+Stopping rule (:mod:`oeu_jax.stopping`): the default is none; every method
+runs its capped budget, as its reference code does (no reference has a
+stopping rule), and the grid above is always tuned without one. Given
+``--stop-when`` candidates, each method's pick is then rerun on the tuning
+units under each rule, checked every ``--stop-every`` steps (:func:`tune_stop`),
+and scored the same way; the rule kept is the one with the fewest mean
+unlearning steps among those that stop before the budget and score at most
+``protocol.STOP_TOL`` gap points worse than the pick without a rule
+(:func:`experiments.protocol.stop_pick`), else none. The method's entry gets
+``"stop": {"rules", "every", "tol", "base", "candidates", "pick"}``: the
+candidates are trials (rule, score, gaps, per-unit metrics with
+``stop_step`` and ``rte_s``, ``mean_steps``, mean ``rte_s``), ``base`` the
+same summary of the pick without a rule, ``pick`` the rule or null;
+``experiments.table --stop-when tuned`` runs each method under it. Stop
+trials are stored like the others and reused by a rerun; a rerun without
+``--stop-when`` keeps (and revalidates) the rules tuned before.
 """
 
 import argparse
+import dataclasses
 import datetime
 import json
 import logging
@@ -33,9 +53,12 @@ from typing import Optional
 
 from experiments import common
 from experiments import protocol
+from experiments import tune_report
 from oeu_jax import data as data_lib
 from oeu_jax import methods as methods_lib
 from oeu_jax import models
+from oeu_jax import stopping
+from oeu_jax import unlearn as unlearn_lib
 from oeu_jax.runner import config as config_lib
 from oeu_jax.runner import pipeline
 
@@ -56,8 +79,11 @@ def units(dataset: data_lib.Dataset, scenario: str, seeds, ratio: float):
 
 
 def trial_config(args, method: str, seed: int, fc, split, lr: float,
-                 knob: dict, train) -> config_lib.RunConfig:
-  """The RunConfig of one trial (one setting on one tuning unit)."""
+                 knob: dict, train, *, stop_when: Optional[str] = None,
+                 stop_every: int = 10) -> config_lib.RunConfig:
+  """The RunConfig of one trial (one setting on one tuning unit), under
+  the stopping rule ``stop_when`` checked every ``stop_every`` steps if
+  given (:mod:`oeu_jax.stopping`)."""
   model = models.build_model(args.model, num_classes=args.num_classes,
                              bits=args.bits)
   built = methods_lib.build_method(method, model, **dict(
@@ -66,6 +92,9 @@ def trial_config(args, method: str, seed: int, fc, split, lr: float,
   ucfg = protocol.unlearn_config(
       built, len(split.forget_idx), len(split.retain_idx), base=base,
       lr=lr, train_epochs=train.epochs, cap=args.cap)
+  if stop_when is not None:
+    ucfg = dataclasses.replace(ucfg, stop_when=stop_when,
+                               stop_every=stop_every)
   hp = dict(protocol.FIXED.get(method, ())) | knob
   if method == "l1_sparse":
     hp["epochs"] = ucfg.epochs
@@ -79,7 +108,12 @@ def trial_config(args, method: str, seed: int, fc, split, lr: float,
       mia_exclude_forget_class=True)
 
 
-def _unlearn(args, method, unit_list, train, lr, knob) -> str:
+def _key(lr, knob, rule=None) -> str:
+  """A trial's key in ``done``: its setting, and its stopping rule if any."""
+  return json.dumps([lr, knob] + ([rule] if rule else []), sort_keys=True)
+
+
+def _unlearn(args, method, unit_list, train, lr, knob, stop=None) -> str:
   """The first unit's resolved unlearning config, as its repr.
 
   A stored trial is reused only when this matches, so a change of the
@@ -88,22 +122,25 @@ def _unlearn(args, method, unit_list, train, lr, knob) -> str:
   """
   seed, fc, split = unit_list[0]
   return repr(trial_config(args, method, seed, fc, split, lr, knob,
-                           train).unlearn)
+                           train, **(stop or {})).unlearn)
 
 
 def _cached(done, key, args, method, unit_list, train, lr, knob,
-            on_trial=None, *, need_metrics: bool = False) -> dict:
+            on_trial=None, *, need_metrics: bool = False,
+            stop: Optional[dict] = None) -> dict:
   """The stored trial of ``key`` if still valid, else a fresh run (then
   ``on_trial(done)`` is called, so progress can be saved trial by trial).
 
   ``need_metrics``: a stored trial without per-unit metrics (tuned before
-  the working-range rule) is run again to get them.
+  the working-range rule) is run again to get them. ``stop``: the
+  stopping rule, ``{"stop_when": RULE, "stop_every": K}``, part of the
+  resolved config a stored trial must match.
   """
-  current = _unlearn(args, method, unit_list, train, lr, knob)
+  current = _unlearn(args, method, unit_list, train, lr, knob, stop)
   trial = done.get(key)
   if (trial is None or trial.get("unlearn") != current
       or (need_metrics and "metrics" not in trial)):
-    trial = _trial(args, method, unit_list, train, lr, knob)
+    trial = _trial(args, method, unit_list, train, lr, knob, stop=stop)
     trial["unlearn"] = current
     done[key] = trial
     if on_trial is not None:
@@ -114,13 +151,17 @@ def _cached(done, key, args, method, unit_list, train, lr, knob,
 _METRICS = ("ua", "ra", "ta", "mia_efficacy")
 
 
-def _trial(args, method, unit_list, train, lr, knob) -> dict:
+def _trial(args, method, unit_list, train, lr, knob, *, stop=None) -> dict:
   """One setting on every tuning unit; diverged settings and settings out
   of the working range (:func:`experiments.protocol.in_working_range`) are
-  rejected (score +inf)."""
+  rejected (score +inf). Per unit it keeps the metrics, the unlearning
+  time ``rte_s`` and the step a stopping rule ended the run at
+  (``stop_step``, None when it ran its whole budget)."""
   gaps, metrics, diverged, epochs = [], [], False, None
+  rule = (stop or {}).get("stop_when")
   for seed, fc, split in unit_list:
-    cfg = trial_config(args, method, seed, fc, split, lr, knob, train)
+    cfg = trial_config(args, method, seed, fc, split, lr, knob, train,
+                       **(stop or {}))
     epochs = cfg.unlearn.epochs
     try:
       recs = pipeline.run(cfg, args.workdir, resume=True,
@@ -132,17 +173,20 @@ def _trial(args, method, unit_list, train, lr, knob) -> dict:
     rec = next(r for r in recs if r["method"] == method)
     ref = next(r for r in recs if r["method"] == "retrain")
     gaps.append(rec["avg_gap"])
-    metrics.append({k: rec[k] for k in _METRICS} | {"retrain_ra": ref["ra"]})
+    metrics.append({k: rec[k] for k in _METRICS} | {
+        "retrain_ra": ref["ra"], "rte_s": rec["rte_s"],
+        "stop_step": rec.get("stop_step")})
   out = not diverged and not all(
       protocol.in_working_range(m["ra"], m["retrain_ra"]) for m in metrics)
   score = math.inf if diverged or out else sum(gaps) / len(gaps)
   print(f"{method:13s} lr={lr:<9g} {knob} epochs={epochs} "
+        f"{'stop ' + rule + ' ' if rule else ''}"
         f"gap={sum(gaps) / max(1, len(gaps)):.2f}"
         f"{' DIVERGED' if diverged else ''}"
         f"{' OUT OF RANGE' if out else ''}", flush=True)
   return {"lr": lr, "hparams": knob, "epochs": epochs, "gaps": gaps,
           "metrics": metrics, "score": score, "diverged": diverged,
-          "out_of_range": out}
+          "out_of_range": out} | ({"rule": rule} if rule else {})
 
 
 def _best(trials):
@@ -182,13 +226,13 @@ def tune_method(args, method: str, unit_list, train, done: dict, *,
   trials, extended = [], []
 
   def run_again(t):
-    key = json.dumps([t["lr"], t["hparams"]], sort_keys=True)
+    key = _key(t["lr"], t["hparams"])
     return _cached(done, key, args, method, unit_list, train, t["lr"],
                    t["hparams"], on_trial, need_metrics=True)
 
   while True:
     for lr, knob in space:
-      key = json.dumps([lr, knob], sort_keys=True)
+      key = _key(lr, knob)
       trials.append(_cached(done, key, args, method, unit_list, train, lr,
                             knob, on_trial))
     _checked_best(trials, run_again)
@@ -201,7 +245,7 @@ def tune_method(args, method: str, unit_list, train, done: dict, *,
   best = _checked_best(trials, run_again)
   refined = protocol.refinement(trials, best) if best and refine else []
   for lr in refined:
-    key = json.dumps([lr, best["hparams"]], sort_keys=True)
+    key = _key(lr, best["hparams"])
     trials.append(_cached(done, key, args, method, unit_list, train, lr,
                           best["hparams"], on_trial))
   best = _checked_best(trials, run_again)
@@ -211,45 +255,68 @@ def tune_method(args, method: str, unit_list, train, done: dict, *,
   return {"space": spec, "trials": trials, "pick": best}
 
 
-def _range_cell(trials) -> str:
-  checked = [t for t in trials if "metrics" in t]
-  out = sum(bool(t.get("out_of_range")) for t in checked)
-  return f"{out} of {len(checked)} checked"
+def rules_arg(text: str) -> list:
+  """The candidate rules of ``--stop-when`` (comma-separated), canonical.
+
+  Raises:
+    ValueError: an empty list or a malformed rule, in one line.
+  """
+  rules = []
+  for part in text.split(","):
+    rule = stopping.parse(part)
+    if rule is None:
+      raise ValueError(f"an empty or 'none' rule in {text!r} (the pick "
+                       "without a rule is always compared)")
+    canon = f"{rule.metric}>={rule.threshold:g}"
+    if canon not in rules:
+      rules.append(canon)
+  return rules
 
 
-def markdown(entry: dict, *, title: str) -> str:
-  """The tuning table: search space, pick and its tuning score per method."""
-  lines = [f"### Tuning: {title}", "",
-           "lr grid: the base grid, `+` extensions (bracketing rule), `~` "
-           "refinements at the pick's knob value.", "",
-           f"Tuning seeds {entry['seeds']} (class-wise: class = seed % K), "
-           f"compute cap {entry['cap']:.0%} of Retrain's, criterion mean "
-           f"Avg. gap to Retrain; a setting whose RA on a tuning unit is "
-           f"more than {protocol.RA_DROP:g} points below Retrain's is "
-           "rejected (working range; 'checked': trials whose per-unit "
-           "metrics were recorded, the rest were tuned before the rule and "
-           "scored worse than a checked pick). Command: "
-           f"`{entry['command']}` ({entry['date']}).", "",
-           "| method | schedule | lr grid | knob grid | pick: lr | pick: "
-           "knob | epochs | tuning gap | diverged | out of range |",
-           "|---|---|---|---|---|---|---|---|---|---|"]
-  for m, e in entry["methods"].items():
-    pick = e["pick"] or {}
-    knob = e["space"]["knob"]
-    sched = methods_lib.build_method(m, None, **dict(
-        protocol.FIXED.get(m, ()))).schedule
-    ext = e["space"].get("extended_lr") or []
-    grid = ", ".join(f"{v:g}" for v in e["space"]["lr"]) + "".join(
-        f", +{v:g}" for v in ext) + "".join(
-        f", ~{v:g}" for v in e["space"].get("refined_lr") or [])
-    lines.append(
-        f"| {m} | {sched} | {grid}"
-        f" | {'-' if knob is None else knob[0] + ' ' + str(list(knob[1]))}"
-        f" | {pick.get('lr', '-')} | {pick.get('hparams') or '-'} | "
-        f"{pick.get('epochs', '-')} | {pick.get('score', float('nan')):.2f}"
-        f" | {sum(t['diverged'] for t in e['trials'])} of "
-        f"{len(e['trials'])} | {_range_cell(e['trials'])} |")
-  return "\n".join(lines)
+def tune_stop(args, method: str, unit_list, train, done: dict, pick, rules,
+              *, every: int = 10, on_trial=None) -> dict:
+  """Tunes the method's stopping rule; returns its entry's ``"stop"``.
+
+  ``pick`` (the method's tuned setting, found without a rule) is rerun on
+  the tuning units under each rule of ``rules``, checked every ``every``
+  steps, as trials scored like any other (same criterion, divergence and
+  working-range rules; stored in ``done`` under the setting and the rule,
+  so a rerun reuses them). :func:`experiments.protocol.stop_pick` keeps
+  the rule that stops earliest (fewest mean unlearning steps) among those
+  whose score is at most ``protocol.STOP_TOL`` worse than ``pick``'s and
+  that stop before the whole budget; ``"pick"`` is that rule or None.
+  Every candidate keeps its score, gaps, metrics, ``mean_steps`` and mean
+  unlearning time ``rte_s``; ``"base"`` is the same for ``pick``.
+  """
+  out = {"every": every, "tol": protocol.STOP_TOL, "rules": list(rules),
+         "candidates": [], "base": None, "pick": None}
+  if pick is None:
+    return out
+  lr, knob = pick["lr"], pick["hparams"]
+  budget = [unlearn_lib.num_steps(
+      len(split.forget_idx), len(split.retain_idx),
+      trial_config(args, method, seed, fc, split, lr, knob, train).unlearn)
+            for seed, fc, split in unit_list]
+
+  def summary(t):
+    m = t.get("metrics") or []
+    steps = [b if u.get("stop_step") is None else u["stop_step"]
+             for b, u in zip(budget, m)] or budget
+    rte = [u["rte_s"] for u in m if "rte_s" in u]
+    return {"mean_steps": sum(steps) / len(steps),
+            "rte_s": sum(rte) / len(rte) if m and len(rte) == len(m)
+            else None}
+
+  out["base"] = {"score": pick["score"], "gaps": pick["gaps"]} | summary(
+      pick)
+  for rule in rules:
+    t = _cached(done, _key(lr, knob, rule), args, method, unit_list, train,
+                lr, knob, on_trial, need_metrics=True,
+                stop={"stop_when": rule, "stop_every": every})
+    out["candidates"].append(dict(t, rule=rule) | summary(t))
+  best = protocol.stop_pick(out["base"], out["candidates"])
+  out["pick"] = best["rule"] if best else None
+  return out
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -275,6 +342,15 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--train-epochs", type=int, default=None,
                  help="Original/Retrain epochs (default: the dataset's)")
   p.add_argument("--workdir", default=None)
+  p.add_argument("--stop-when", default=None, metavar="RULES",
+                 help="candidate stopping rules, comma-separated (e.g. "
+                 "'ua>=90,ua>=95,entropy>=0.9'): each method's pick is "
+                 "rerun under each and the earliest-stopping one within "
+                 "protocol.STOP_TOL of its score kept; default: the rules "
+                 "of an earlier run in --out, else none (no rule)")
+  p.add_argument("--stop-every", type=int, default=None, metavar="STEPS",
+                 help="steps between checks of a rule (default: an earlier"
+                 " run's, else 10)")
   p.add_argument("--out", default=str(TUNED_JSON))
   p.add_argument("--merge", nargs="+", default=None, metavar="FILE",
                  help="merge these tuning files (e.g. scenarios tuned in "
@@ -306,12 +382,22 @@ def main(argv=None) -> int:
   if args.report:
     entry = json.loads(Path(args.out).read_text())[args.dataset][
         args.scenario]
-    print(markdown(entry, title=f"{args.dataset} {args.scenario}"))
+    print(tune_report.markdown(entry,
+                               title=f"{args.dataset} {args.scenario}"))
     return 0
   seeds = tuple(int(s) for s in args.seeds.split(","))
   clash = set(seeds) & set(protocol.TABLE_SEEDS)
   if clash:
     print(f"error: tuning seeds {sorted(clash)} are table seeds",
+          file=sys.stderr)
+    return 2
+  try:
+    rules = None if args.stop_when is None else rules_arg(args.stop_when)
+  except ValueError as e:
+    print(f"error: --stop-when: {e}", file=sys.stderr)
+    return 2
+  if args.stop_every is not None and args.stop_every <= 0:
+    print(f"error: --stop-every must be > 0, got {args.stop_every}",
           file=sys.stderr)
     return 2
   names = tuple(m for m in args.methods.split(",") if m)
@@ -339,16 +425,25 @@ def main(argv=None) -> int:
   for m in names:
     # Finished trials of a finished method, or of one interrupted mid-grid
     # (``partial``, saved after every trial so a tuning spans sessions).
-    stored = (entry.get("methods", {}).get(m, {}).get("trials", [])
+    prev = entry.get("methods", {}).get(m, {})
+    prev_stop = prev.get("stop") or {}
+    stored = (prev.get("trials", []) + prev_stop.get("candidates", [])
               + entry.get("partial", {}).get(m, []))
-    done = {json.dumps([t["lr"], t["hparams"]], sort_keys=True): t
-            for t in stored}
+    done = {_key(t["lr"], t["hparams"], t.get("rule")): t for t in stored}
 
     def on_trial(d, m=m):
       entry.setdefault("partial", {})[m] = list(d.values())
       save()
 
     res = tune_method(args, m, unit_list, train, done, on_trial=on_trial)
+    # Without --stop-when, the rules tuned before are kept (rerun only if
+    # the pick moved).
+    m_rules = rules if rules is not None else prev_stop.get("rules")
+    if m_rules:
+      res["stop"] = tune_stop(
+          args, m, unit_list, train, done, res["pick"], m_rules,
+          every=args.stop_every or prev_stop.get("every", 10),
+          on_trial=on_trial)
     entry.setdefault("methods", {})[m] = res
     entry.get("partial", {}).pop(m, None)
     if not entry.get("partial"):
