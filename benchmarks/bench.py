@@ -7,8 +7,8 @@ suite (no timing assertions there).
 
 Usage::
 
-    python benchmarks/bench.py --json f.json  # the issue's keys: ~25 min
-    python benchmarks/bench.py --quick --json f.json  # tiny: ~2-3 min
+    python benchmarks/bench.py --json f.json  # the issue's keys (see below)
+    python benchmarks/bench.py --quick --json f.json  # tiny shapes
     python benchmarks/bench.py --only torch --threads 1 --torch-cases \
         cnn28_w4a8_oeu --quick --json f.json
     python benchmarks/bench.py --only step_ratio,steps,rte,seeds,memory
@@ -44,7 +44,10 @@ _{1core,2threads}``, ``jax_over_floor_resnet18_float_ft`` (1 core),
 ``vmap8_over_seq_end_to_end``, ``unlearn_over_retrain_mnist_class`` and
 ``avg_gap_mnist_class`` (and ``..._stop`` with ``--mnist-stop-when``).
 ``--quick`` shrinks shapes (ResNet-18 at width 0.125-0.25, batches <= 64)
-and budgets: its figures only check that everything runs.
+and budgets: its figures only check that everything runs. Duration: the
+default sections took about an hour in all at ``--repeats 3`` on a 2-core
+machine at load 7-10 (BENCHMARKS.md, 2026-12-06); a quick section 1.5-4
+minutes there.
 """
 
 import argparse
