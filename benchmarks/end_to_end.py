@@ -36,7 +36,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 
 
-def _env() -> dict:
+def child_env() -> dict:
+  """os.environ for a child that imports this checkout's oeu_jax."""
   return dict(os.environ,
               JAX_PLATFORMS=os.environ.get("JAX_PLATFORMS", "cpu"),
               PYTHONPATH=os.pathsep.join(
@@ -59,7 +60,7 @@ def bench_vmap_e2e(args, rows, notes, figures) -> None:
         cmd = base + ["--workdir", os.path.join(tmp, f"{side}{rep}")]
         cmd += ["--vmap-seeds"] if side == "vmap" else []
         t0 = time.perf_counter()
-        proc = subprocess.run(cmd, cwd=REPO, env=_env(),
+        proc = subprocess.run(cmd, cwd=REPO, env=child_env(),
                               stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE, text=True)
         walls[side].append(time.perf_counter() - t0)

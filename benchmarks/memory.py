@@ -4,21 +4,17 @@ Section ``memory`` of ``benchmarks/bench.py``.
 """
 
 import json
-import os
 import subprocess
 import sys
+
+import end_to_end
 
 _MEMORY_CHILD = """
 import dataclasses, json, resource, sys
 import jax, numpy as np
 from oeu_jax import data, methods, models, unlearn
-from oeu_jax.runner import config as config_lib  # noqa: E402
-from timing import StepTimer  # noqa: E402
-from timing import fmt_s  # noqa: E402
-from timing import machine  # noqa: E402
-from timing import median_interleaved  # noqa: E402
-from timing import model_setup  # noqa: E402
-from oeu_jax import seeds as seeds_lib  # noqa: E402
+from oeu_jax.runner import config as config_lib
+from oeu_jax import seeds as seeds_lib
 mode, n, epochs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 ds = data.load_dataset("digits")
 model = models.build_model("cnn", num_classes=10, bits="w4a8")
@@ -58,7 +54,7 @@ def bench_memory(args, rows, notes):
   for mode, seeds in (("baseline", 1), ("seq", 1), ("vmap", n)):
     proc = subprocess.run(
         [sys.executable, "-c", _MEMORY_CHILD, mode, str(seeds), str(epochs)],
-        capture_output=True, text=True, env=dict(os.environ))
+        capture_output=True, text=True, env=end_to_end.child_env())
     if proc.returncode:
       raise RuntimeError(proc.stderr[-2000:])
     line = next(s for s in proc.stdout.splitlines()
