@@ -360,7 +360,8 @@ def main(argv=None) -> int:
   p.add_argument("--mnist-stop-when", default=None, metavar="RULE",
                  help="mnist_rte: also OEU with this --stop-when rule")
   args = p.parse_args(argv)
-  args.repeats = args.repeats or (3 if args.quick else 5)
+  if args.repeats is None:
+    args.repeats = 3 if args.quick else 5
   if args.repeats < 1:
     p.error(f"--repeats must be at least 1, got {args.repeats}")
   only = [s for s in args.only.split(",") if s]
