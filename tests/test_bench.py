@@ -23,7 +23,11 @@ BENCH = REPO / "benchmarks" / "bench.py"
 
 def _bench(tmp_path, *argv) -> tuple[dict, subprocess.CompletedProcess]:
   out = tmp_path / "figures.json"
-  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  # One XLA thread: on a loaded machine a 2-thread pool can stall for
+  # minutes waiting on a descheduled worker (seen here at load 8).
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=(
+      os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false"
+      " intra_op_parallelism_threads=1").strip())
   proc = subprocess.run(
       [sys.executable, str(BENCH), "--quick", "--repeats", "1", "--json",
        str(out), *argv], cwd=REPO, env=env, capture_output=True, text=True,
