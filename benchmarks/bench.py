@@ -7,124 +7,107 @@ suite (no timing assertions there).
 
 Usage::
 
-    python benchmarks/bench.py             # full: ~10 min on 2 quiet cores
-    python benchmarks/bench.py --quick     # shrunk budgets: a few minutes
-    python benchmarks/bench.py --repeats 7 --only step_ratio,steps
-    taskset -c 0 python benchmarks/bench.py --only quant_impl --json f.json
+    python benchmarks/bench.py --json f.json  # the issue's keys (see below)
+    python benchmarks/bench.py --quick --json f.json  # tiny shapes
+    python benchmarks/bench.py --only torch --threads 1 --torch-cases \
+        cnn28_w4a8_oeu --quick --json f.json
+    python benchmarks/bench.py --only step_ratio,steps,rte,seeds,memory
 
-Sections (``--only``): ``step_ratio`` (OEU / FT step time, projection
-share), ``rte`` (unlearning / Retrain wall time), ``seeds`` (N vmapped seeds
-vs N sequential runs), ``steps`` (steps per second, float vs W4A8),
-``memory`` (peak RSS of an unlearning run, in subprocesses),
-``quant_impl`` (FT step at W4A8 through AQT's integer dot and through the
-fake-quantized native convolutions, ``QuantSpec.impl``, against float; run
-it pinned to one core, ``taskset -c 0``, so other jobs' load cancels).
-``--json FILE`` writes the figures that have a name as a flat
-``{name: number}`` object.
+Sections (``--only``; default ``step_ratio,quant_impl,torch,vmap_e2e,
+mnist_rte``): ``step_ratio`` (OEU / FT step time, projection share),
+``rte`` (unlearning / Retrain wall time on digits), ``seeds`` (N vmapped
+seeds vs N sequential, library calls), ``steps`` (steps per second, float
+vs W4A8), ``memory`` (peak RSS, :mod:`memory`), ``quant_impl`` (W4A8 FT
+step through AQT's integer dot and through fake quantization with native
+convolutions, ``QuantSpec.impl``, against float), ``torch`` (PyTorch eager
+against oeu_jax and both against the floor, :mod:`torch_side`), ``floor``
+(the JAX side of ``torch`` alone, ResNet-18 float FT; skipped when
+``torch`` runs), ``vmap_e2e`` and ``mnist_rte`` (whole runs,
+:mod:`end_to_end`).
+
+Threads and pinning: ``torch`` and ``floor`` start one process per
+``--threads`` setting (XLA fixes its thread pool at start-up). At 1 thread
+the child pins itself to CPU 0 (as ``taskset -c 0``) and sets
+``XLA_FLAGS=--xla_cpu_multi_thread_eigen=false
+intra_op_parallelism_threads=1``, ``OMP_NUM_THREADS=1`` and
+``torch.set_num_threads(1)`` before importing JAX and torch; at 2 threads
+XLA keeps its default pool and torch uses 2. The other sections run in this
+process with its own setting: for a 1-core figure run the whole command
+under ``taskset -c 0``. W4A8 in ``step_ratio`` and ``torch`` is
+``--quant-impl`` (default ``fake``: the training mode at float cost).
+
+``--json FILE`` writes the named figures as a flat ``{name: number}``
+object: ``oeu_over_ft_{cnn,resnet18}_w4a8``, ``w4a8_over_float_{cnn28,
+resnet18}`` (fake impl; ``w4a8_aqt_over_float_*``, ``aqt_over_fake_*``),
+``torch_over_jax_{case}_{1core,2threads}``, ``{jax,torch}_over_floor_{case}
+_{1core,2threads}``, ``jax_over_floor_resnet18_float_ft`` (1 core),
+``vmap8_over_seq_end_to_end``, ``unlearn_over_retrain_mnist_class`` and
+``avg_gap_mnist_class`` (and ``..._stop`` with ``--mnist-stop-when``).
+``--quick`` shrinks shapes (ResNet-18 at width 0.125-0.25, batches <= 64)
+and budgets: its figures only check that everything runs. Duration: the
+default sections took about an hour in all at ``--repeats 3`` on a 2-core
+machine at load 7-10 (BENCHMARKS.md, 2026-12-06); a quick section 1.5-4
+minutes there.
 """
 
 import argparse
 import dataclasses
 import datetime
 import json
+import math
 import os
-import platform
 import resource
 import statistics
-import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Callable
 
-import jax
-import jax.numpy as jnp
-import numpy as np
+# This checkout's oeu_jax and experiments, whatever is installed.
+sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
 
-from oeu_jax import data
-from oeu_jax import methods
-from oeu_jax import models
-from oeu_jax import quantization
-from oeu_jax import seeds as seeds_lib
-from oeu_jax import train
-from oeu_jax import transforms
-from oeu_jax import unlearn
-from oeu_jax.runner import config as config_lib
+import end_to_end  # noqa: E402
+import jax  # noqa: E402
+import memory  # noqa: E402
+import torch_side  # noqa: E402
+from timing import StepTimer  # noqa: E402
+from timing import fmt_s  # noqa: E402
+from timing import machine  # noqa: E402
+from timing import median_interleaved  # noqa: E402
+from timing import model_setup  # noqa: E402
 
-SECTIONS = ("step_ratio", "rte", "seeds", "steps", "memory", "quant_impl")
+from oeu_jax import data  # noqa: E402
+from oeu_jax import methods  # noqa: E402
+from oeu_jax import models  # noqa: E402
+from oeu_jax import quantization  # noqa: E402
+from oeu_jax import seeds as seeds_lib  # noqa: E402
+from oeu_jax import train  # noqa: E402
+from oeu_jax import transforms  # noqa: E402
+from oeu_jax import unlearn  # noqa: E402
+from oeu_jax.runner import config as config_lib  # noqa: E402
 
-
-# --------------------------------------------------------------------------
-# Helpers
-
-
-def median_interleaved(fns: dict, repeats: int) -> dict:
-  """Median seconds of each no-argument function, run in turns."""
-  times = {k: [] for k in fns}
-  for _ in range(repeats):
-    for k, fn in fns.items():
-      t0 = time.perf_counter()
-      fn()
-      times[k].append(time.perf_counter() - t0)
-  return {k: statistics.median(v) for k, v in times.items()}
-
-
-def synthetic(shape, n: int, num_classes: int = 10, seed: int = 0):
-  rng = np.random.default_rng(seed)
-  x = rng.random((n,) + tuple(shape), dtype=np.float32)
-  y = (np.arange(n) % num_classes).astype(np.int32)
-  return x, y
-
-
-class StepTimer:
-  """A compiled unlearning step of ``method`` run ``k`` times per call."""
-
-  def __init__(self, method, model, params, batch_stats, udata, config,
-               num_classes, k):
-    state, tx = unlearn.init_state(method, model, params, batch_stats, udata,
-                                   config=config, num_classes=num_classes,
-                                   seed=0)
-    nf, nr = len(udata.forget_y), len(udata.retain_y)
-    fi, ri = unlearn.step_indices(nf, nr, config, 0, 0)
-    self.args = (*udata, jnp.asarray(fi), jnp.asarray(ri))
-    t0 = time.perf_counter()
-    self.step = jax.jit(unlearn.make_step(method, tx)).lower(
-        state, *self.args).compile()
-    self.compile_s = time.perf_counter() - t0
-    self.state, self.k = state, k
-    self()  # Warm-up.
-
-  def __call__(self):
-    s = self.state
-    for _ in range(self.k):
-      s, _ = self.step(s, *self.args)
-    jax.block_until_ready(s)
-
-
-def model_setup(name: str, bits: str, shape, *, n: int, forget: int,
-                **kwargs):
-  model = models.build_model(name, num_classes=10, bits=bits, **kwargs)
-  params, stats = models.init_model(model, jax.random.PRNGKey(0), shape)
-  x, y = synthetic(shape, n)
-  udata = unlearn.make_data(x, y, np.arange(forget), np.arange(forget, n))
-  return model, params, stats, udata
-
-
-def fmt_s(s: float) -> str:
-  return f"{s * 1e3:.1f} ms" if s < 1 else f"{s:.2f} s"
+SECTIONS = ("step_ratio", "rte", "seeds", "steps", "memory", "quant_impl",
+            "torch", "floor", "vmap_e2e", "mnist_rte")
+# What a plain ``bench.py`` runs: every key of the issue, no duplicates.
+DEFAULT = ("step_ratio", "quant_impl", "torch", "vmap_e2e", "mnist_rte")
 
 
 # --------------------------------------------------------------------------
 # Sections
 
 
-def bench_step_ratio(args, rows, notes):
+def bench_step_ratio(args, rows, notes, figures):
   """OEU step vs FT step at the same batch; the projection's share."""
-  cases = [("cnn", (8, 8, 1), 256, 5, {})]
-  if not args.quick:
-    cases.append(("resnet18", (32, 32, 3), 32, 1, {}))
+  cases = [("cnn", (8, 8, 1), 256, 5, {}), ("resnet18", (32, 32, 3), 32, 1, {})]
+  if args.quick:
+    cases = [("cnn", (8, 8, 1), 32, 1, {}),
+             ("resnet18", (32, 32, 3), 8, 1, {"width": 0.125})]
+  w4a8 = quantization.preset("w4a8")._replace(impl=args.quant_impl)
   for name, shape, batch, k, kw in cases:
+    if name not in args.step_models:
+      continue
     model, params, stats, udata = model_setup(
-        name, "w4a8", shape, n=4 * batch, forget=batch, **kw)
+        name, w4a8, shape, n=4 * batch, forget=batch, **kw)
     cfg = unlearn.UnlearnConfig(batch_size=batch)
     timers = {m: StepTimer(methods.build_method(m, model), model, params,
                            stats, udata, cfg, 10, k)
@@ -144,11 +127,14 @@ def bench_step_ratio(args, rows, notes):
 
     t = median_interleaved({**timers, "proj": proj_k}, args.repeats)
     per = {m: v / k for m, v in t.items()}
-    tag = f"{name} w4a8, batch {batch}"
+    width = f" width {kw['width']}" if kw else ""
+    tag = f"{name}{width} w4a8 {args.quant_impl}, batch {batch}"
+    figures[f"oeu_over_ft_{name}_w4a8"] = per["oeu"] / per["ft"]
+    figures[f"proj_share_{name}_w4a8"] = per["proj"] / per["oeu"]
     rows.append((f"OEU step / FT step ({tag})",
                  f"{per['oeu'] / per['ft']:.2f} "
                  f"({fmt_s(per['oeu'])} / {fmt_s(per['ft'])})",
-                 "<= 2.2", per["oeu"] / per["ft"] <= 2.2))
+                 "<= 2.1", per["oeu"] / per["ft"] <= 2.1))
     share_alone = per["proj"] / per["oeu"]
     share_diff = (per["oeu"] - per["oeu_no_proj"]) / per["oeu"]
     rows.append((f"projection share of the OEU step ({tag})",
@@ -333,93 +319,15 @@ def bench_quant_impl(args, rows, notes, figures):
                  f"{timers['aqt'].compile_s:.1f} s")
 
 
-_MEMORY_CHILD = """
-import dataclasses, json, resource, sys
-import jax, numpy as np
-from oeu_jax import data, methods, models, unlearn
-from oeu_jax.runner import config as config_lib
-from oeu_jax import seeds as seeds_lib
-mode, n, epochs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-ds = data.load_dataset("digits")
-model = models.build_model("cnn", num_classes=10, bits="w4a8")
-params, stats = models.init_model(model, jax.random.PRNGKey(0), (8, 8, 1))
-cfg = config_lib.default_unlearn("digits", "random")
-cfg = dataclasses.replace(cfg, epochs=epochs)
-datas = []
-for s in range(n):
-  split = data.make_split(ds, "random", forget_ratio=0.1, seed=s)
-  datas.append(unlearn.make_data(ds.train_x, ds.train_y, split.forget_idx,
-                                 split.retain_idx))
-oeu = methods.build_method("oeu", model)
-if mode == "seq":
-  for s in range(n):
-    unlearn.unlearn(oeu, model, params, stats, datas[s], config=cfg,
-                    num_classes=10, seed=s)
-elif mode == "vmap":
-  seeds_lib.unlearn_seeds(oeu, model, [params] * n, [stats] * n, datas,
-                         config=cfg, num_classes=10, seeds=range(n))
-stats_dev = jax.devices()[0].memory_stats()
-# VmHWM, not ru_maxrss: Linux carries ru_maxrss over fork + exec, so a
-# child would report at least its parent's peak.
-with open("/proc/self/status") as f:
-  hwm = next(int(l.split()[1]) for l in f if l.startswith("VmHWM:"))
-print("RESULT " + json.dumps({
-    "maxrss_mb": hwm / 1024,
-    "device_peak_mb": (stats_dev or {}).get("peak_bytes_in_use", 0) / 2**20
-    if stats_dev else None}))
-"""
-
-
-def bench_memory(args, rows, notes):
-  """Peak RSS (VmHWM) of an unlearning run, each in its own process."""
-  epochs = 1 if args.quick else 10
-  n = 4 if args.quick else 8
-  out = {}
-  for mode, seeds in (("baseline", 1), ("seq", 1), ("vmap", n)):
-    proc = subprocess.run(
-        [sys.executable, "-c", _MEMORY_CHILD, mode, str(seeds), str(epochs)],
-        capture_output=True, text=True, env=dict(os.environ))
-    if proc.returncode:
-      raise RuntimeError(proc.stderr[-2000:])
-    line = next(s for s in proc.stdout.splitlines()
-                if s.startswith("RESULT "))
-    out[mode] = json.loads(line[len("RESULT "):])
-  base = out["baseline"]["maxrss_mb"]
-  rows.append(("peak RSS, OEU unlearning run (digits w4a8 CNN, "
-               f"{epochs} ep)",
-               f"{out['seq']['maxrss_mb']:.0f} MB "
-               f"(+{out['seq']['maxrss_mb'] - base:.0f} MB over imports, data "
-               f"and model: {base:.0f} MB)", "report", None))
-  rows.append((f"peak RSS, {n} vmapped seeds",
-               f"{out['vmap']['maxrss_mb']:.0f} MB "
-               f"(+{out['vmap']['maxrss_mb'] - base:.0f} MB)", "report",
-               None))
-  dev = out["seq"]["device_peak_mb"]
-  notes.append("device memory stats: " + (
-      f"peak {dev:.0f} MB" if dev is not None
-      else "not available on the CPU backend (memory_stats() is None)"))
-
-
 # --------------------------------------------------------------------------
 
 
-def machine() -> str:
-  model = platform.processor() or "?"
+def _torch_missing() -> bool:
   try:
-    with open("/proc/cpuinfo") as f:
-      for line in f:
-        if line.startswith("model name"):
-          model = line.split(":", 1)[1].strip()
-          break
-  except OSError:
-    pass
-  load = os.getloadavg() if hasattr(os, "getloadavg") else ("?",) * 3
-  cores = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-           else "?")
-  return (f"{os.cpu_count()} CPUs ({cores} usable by this process), {model}; "
-          f"jax {jax.__version__} "
-          f"({jax.default_backend()}); load average at start "
-          f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    import torch  # noqa: F401
+  except ImportError:
+    return True
+  return False
 
 
 def main(argv=None) -> int:
@@ -427,25 +335,79 @@ def main(argv=None) -> int:
   p.add_argument("--quick", action="store_true", help="shrunk budgets")
   p.add_argument("--repeats", type=int, default=None,
                  help="repeats per measurement (default 5; --quick 3)")
-  p.add_argument("--only", default=",".join(SECTIONS),
-                 help=f"comma-separated subset of {','.join(SECTIONS)}")
+  p.add_argument("--only", default=",".join(DEFAULT),
+                 help=f"comma-separated subset of {','.join(SECTIONS)} "
+                 f"(default {','.join(DEFAULT)})")
   p.add_argument("--json", default=None, metavar="FILE",
                  help="also write the named figures as a flat JSON object")
+  p.add_argument("--threads", default="1,2",
+                 help="thread settings of the torch and floor sections: 1 "
+                 "(pinned to CPU 0), 2, or 1,2 (default)")
+  p.add_argument("--torch-cases", default=",".join(torch_side.CASES),
+                 help="steps of the torch section, from "
+                 f"{','.join(torch_side.CASES)}")
+  p.add_argument("--step-models", default="cnn,resnet18",
+                 help="models of step_ratio (default cnn,resnet18)")
+  p.add_argument("--quant-impl", choices=("fake", "aqt"), default="fake",
+                 help="W4A8 of step_ratio and torch: fake (native convs, "
+                 "default) or aqt (AQT's integer dot, the library default)")
+  p.add_argument("--mnist-results", default=None, metavar="RESULTS_JSON",
+                 help="mnist_rte: read the oeu and retrain records of a "
+                 "results.json instead of running")
+  p.add_argument("--mnist-dir", default=None,
+                 help="mnist_rte: MNIST t10k IDX folder (default: "
+                 "experiments.common.MNIST_T10K)")
+  p.add_argument("--mnist-stop-when", default=None, metavar="RULE",
+                 help="mnist_rte: also OEU with this --stop-when rule")
   args = p.parse_args(argv)
-  args.repeats = args.repeats or (3 if args.quick else 5)
+  if args.repeats is None:
+    args.repeats = 3 if args.quick else 5
+  if args.repeats < 1:
+    p.error(f"--repeats must be at least 1, got {args.repeats}")
   only = [s for s in args.only.split(",") if s]
   for s in only:
     if s not in SECTIONS:
       p.error(f"unknown section {s!r}; valid: {', '.join(SECTIONS)}")
+  try:
+    args.threads = sorted({int(t) for t in args.threads.split(",")})
+  except ValueError:
+    args.threads = [0]
+  if not args.threads or any(t not in (1, 2) for t in args.threads):
+    p.error("--threads must be 1, 2 or 1,2")
+  args.step_models = [m for m in args.step_models.split(",") if m]
+  if not args.step_models or any(m not in ("cnn", "resnet18")
+                                 for m in args.step_models):
+    p.error("--step-models must be cnn, resnet18 or cnn,resnet18")
+  cases = [c for c in args.torch_cases.split(",") if c]
+  for c in cases:
+    if c not in torch_side.CASES:
+      p.error(f"unknown --torch-cases entry {c!r}; valid: "
+              f"{', '.join(torch_side.CASES)}")
+  if "torch" in only and _torch_missing():
+    p.error("section torch needs PyTorch: pip install -r "
+            "benchmarks/requirements.txt (or leave torch out of --only)")
+  if args.mnist_results and not os.path.isfile(args.mnist_results):
+    p.error(f"--mnist-results {args.mnist_results}: no such file")
+  if "torch" in only and "floor" in only:
+    only.remove("floor")  # The torch section measures the floor too.
   start = time.time()
   rows, notes, steps, figures = [], [], [], {}
   sections: dict[str, Callable] = {
-      "step_ratio": lambda: bench_step_ratio(args, rows, notes),
+      "step_ratio": lambda: bench_step_ratio(args, rows, notes, figures),
       "rte": lambda: bench_rte(args, rows, notes),
       "seeds": lambda: bench_seeds(args, rows, notes),
       "steps": lambda: bench_steps(args, rows, notes, steps),
-      "memory": lambda: bench_memory(args, rows, notes),
+      "memory": lambda: memory.bench_memory(args, rows, notes),
       "quant_impl": lambda: bench_quant_impl(args, rows, notes, figures),
+      "torch": lambda: torch_side.side_by_side(
+          args, rows, notes, figures, cases=cases, with_torch=True),
+      "floor": lambda: torch_side.side_by_side(
+          args, rows, notes, figures, cases=["resnet18_float_ft"],
+          with_torch=False),
+      "vmap_e2e": lambda: end_to_end.bench_vmap_e2e(args, rows, notes,
+                                                    figures),
+      "mnist_rte": lambda: end_to_end.bench_mnist_rte(args, rows, notes,
+                                                      figures),
   }
   if args.json and os.path.isdir(args.json):
     p.error(f"--json {args.json} is a directory")
@@ -453,10 +415,13 @@ def main(argv=None) -> int:
             f"{'quick' if args.quick else 'full'}, repeats {args.repeats}\n"
             f"machine: {machine()}")
   print(header, file=sys.stderr, flush=True)
+  loads = [os.getloadavg()[0]]
   for s in only:
     t0 = time.time()
     sections[s]()
-    print(f"[{s}: {time.time() - t0:.0f} s]", file=sys.stderr, flush=True)
+    loads.append(os.getloadavg()[0])
+    print(f"[{s}: {time.time() - t0:.0f} s; load {loads[-1]:.2f}]",
+          file=sys.stderr, flush=True)
   print(f"<!-- {header} -->\n")
   if rows:
     print("| measurement | result | goal | met |\n|---|---|---|---|")
@@ -476,12 +441,15 @@ def main(argv=None) -> int:
     for n in notes:
       print(f"- {n}")
   if args.json:
+    bad = sorted(k for k, v in figures.items() if not math.isfinite(v))
+    if bad:
+      print(f"warning: non-finite figures {', '.join(bad)}", file=sys.stderr)
     with open(args.json, "w") as f:
       json.dump({k: round(float(v), 4) for k, v in figures.items()}, f,
                 indent=1, sort_keys=True)
-  load = os.getloadavg()
-  print(f"\n<!-- total {time.time() - start:.0f} s; load average at end "
-        f"{load[0]:.2f}; peak RSS of this process "
+  print(f"\n<!-- total {time.time() - start:.0f} s; load average (1 min) "
+        f"at start and after each section: "
+        f"{' '.join(f'{x:.2f}' for x in loads)}; peak RSS of this process "
         f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} "
         f"MB -->")
   return 0
