@@ -76,9 +76,12 @@ def test_chunks_compute_the_one_step_loop(tiny, four):
   ref = loop.run(ex, _init(tiny), starts=[0], totals=[tiny["total"]],
                  checkpoint_dirs=[None], checkpoint_every=1000)
   got = four
-  # The losses are equal bit for bit; XLA compiles a loop body apart from a
-  # top-level program, so a parameter may differ in its last bit.
-  assert np.array_equal(ref.metrics[0]["loss"], got.metrics[0]["loss"])
+  # XLA compiles a loop body apart from a top-level program, so a parameter
+  # may differ in its last bit and, steps later, so may a loss (seen with
+  # one CPU thread: 2.2879314 against 2.2879312 at step 7). A wrong step
+  # order or a skipped or repeated batch moves the losses by far more.
+  np.testing.assert_allclose(ref.metrics[0]["loss"], got.metrics[0]["loss"],
+                             rtol=1e-6, atol=0)
   for a, b in zip(jax.tree.leaves(ref.state), jax.tree.leaves(got.state)):
     np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
 
