@@ -422,6 +422,8 @@ def main(argv=None) -> int:
   def save():
     out.write_text(json.dumps(table, indent=1, sort_keys=True) + "\n")
 
+  command = "python -m experiments.tune " + " ".join(
+      argv if argv is not None else sys.argv[1:])
   for m in names:
     # Finished trials of a finished method, or of one interrupted mid-grid
     # (``partial``, saved after every trial so a tuning spans sessions).
@@ -444,6 +446,10 @@ def main(argv=None) -> int:
           args, m, unit_list, train, done, res["pick"], m_rules,
           every=args.stop_every or prev_stop.get("every", 10),
           on_trial=on_trial)
+    # Per method too: methods added to an entry later (e.g. the OEU
+    # variants) keep their own command and date.
+    res["command"] = command
+    res["date"] = datetime.date.today().isoformat()
     entry.setdefault("methods", {})[m] = res
     entry.get("partial", {}).pop(m, None)
     if not entry.get("partial"):
@@ -454,9 +460,7 @@ def main(argv=None) -> int:
         "forget_ratio": (args.forget_ratio if args.scenario == "random"
                          else None),
         "max_examples": args.max_examples,
-        "command": "python -m experiments.tune " + " ".join(
-            argv if argv is not None else sys.argv[1:]),
-        "date": datetime.date.today().isoformat()})
+        "command": command, "date": datetime.date.today().isoformat()})
     save()
   return 0
 
