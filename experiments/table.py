@@ -196,6 +196,51 @@ def markdown(records: list, *, title: str) -> str:
   return "\n".join(lines)
 
 
+# OEU and its variants and ablations (issue 13): compared with the best
+# baseline and with OEU in the variants section.
+FAMILY = tuple(m for m in stats.NON_BASELINES
+               if m not in ("original", "retrain"))
+DIAGNOSTICS = ("forget_entropy", "confident_wrong", "pred_hist_entropy")
+
+
+def _test_cell(test) -> str:
+  return (f"{test.mean_diff:+.2f} [{test.ci_low:+.2f}, {test.ci_high:+.2f}]"
+          f", p = {test.p_t:.2g} {stats.marker(test) or '*'}")
+
+
+def variants_markdown(records: list) -> str:
+  """The ablation section, or ``""`` when only OEU of its family ran.
+
+  Per method: SalUn's Avg. gap, each OEU-family method's paired difference
+  of per-unit gaps to the best baseline and to OEU (95% bootstrap CI,
+  paired t-test p; `*` significant at 0.05, `≈` not; negative: closer to
+  Retrain), and the forgetting-by-uncertainty diagnostics on D_f (means
+  over units): normalized forget entropy H/log K, confident mispredictions
+  (%, max prob >= 0.9), entropy of the predicted-class histogram / log K.
+  """
+  by = stats.by_method(records)
+  family = [m for m in by if m in FAMILY]
+  if not family or family == ["oeu"]:
+    return ""
+  retrain = by["retrain"]
+  best = stats.best_baseline(records)
+  lines = ["| method | Avg. gap (of means) | vs best baseline"
+           f" ({best or 'none'}) | vs OEU | forget entropy | confident wrong"
+           " (%) | predicted-class entropy |", "|---|---|---|---|---|---|---|"]
+  for m, recs in by.items():
+    vs_best = vs_oeu = "-"
+    if m in family and best:
+      vs_best = _test_cell(stats.paired_test(recs, by[best], retrain))
+    if m in family and m != "oeu" and "oeu" in by:
+      vs_oeu = _test_cell(stats.paired_test(recs, by["oeu"], retrain))
+    diag = " | ".join(
+        f"{np.mean([r[k] for r in recs]):.2f}" if all(k in r for r in recs)
+        else "-" for k in DIAGNOSTICS)
+    lines.append(f"| {m} | {stats.avg_gap_of_means(recs, retrain):.2f} | "
+                 f"{vs_best} | {vs_oeu} | {diag} |")
+  return "\n".join(lines)
+
+
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(prog="python -m experiments.table")
   p.add_argument("--dataset", required=True, choices=data_lib.DATASETS)
@@ -327,6 +372,9 @@ def main(argv=None) -> int:
                f"{k} {r or 'none'}" for k, (r, _) in stops.items())
               if args.stop_when == "tuned" else ""))
   md = markdown(records, title=title)
+  variants = variants_markdown(records)
+  if variants:
+    md += "\n\n#### OEU variants\n\n" + variants
   (workdir / "table.md").write_text(md + "\n")
   print(md)
   return 0

@@ -223,6 +223,35 @@ def test_table_flags_skipped_rows_and_marks_significance():
   assert "oeu ≈" in table.markdown(same, title="t")
 
 
+def test_variants_section_tests_each_variant_against_best_and_oeu():
+  diag = {"forget_entropy": 0.5, "confident_wrong": 10.0,
+          "pred_hist_entropy": 0.25}
+  recs = []
+  for s in range(5):
+    recs.append(dict(_rec("retrain", s, 0.0), **diag))
+    recs.append(dict(_rec("oeu", s, 1.0 + 0.01 * s), **diag))
+    recs.append(dict(_rec("rl", s, 8.0 + 0.3 * s), **diag))
+    recs.append(dict(_rec("oeu_ema", s, 1.0 + 0.01 * s), **diag))
+    recs.append(dict(_rec("oeu_renorm", s, 20.0 + s), **diag))
+  assert table.variants_markdown([r for r in recs if r["method"] not in (
+      "oeu_ema", "oeu_renorm")]) == ""  # OEU alone: no section.
+  md = table.variants_markdown(recs)
+  rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")]
+          for line in md.splitlines()[2:]}
+  assert "vs best baseline (rl)" in md
+  # UA and MIA shifted: per-unit gaps (1+0.01s)/2 vs (8+0.3s)/2, so a mean
+  # difference of -(7 + 0.29 * 2)/2.
+  assert rows["oeu"][3].startswith("-3.79 [") and rows["oeu"][3].endswith(
+      "*")
+  assert rows["oeu"][4] == "-"
+  assert rows["oeu_ema"][4].startswith("+0.00") and rows["oeu_ema"][
+      4].endswith("≈")  # Identical to OEU: no difference.
+  assert rows["oeu_renorm"][3].startswith("+") and rows["oeu_renorm"][
+      3].endswith("*")  # Clearly worse than the best baseline.
+  assert rows["rl"][3] == rows["rl"][4] == "-"
+  assert rows["retrain"][5:8] == ["0.50", "10.00", "0.25"]
+
+
 def test_table_counts_units_out_of_the_working_range():
   recs = [_rec(m, s, 0.0) for s in range(3) for m in ("retrain", "ft")]
   recs[1] = dict(recs[1], ra=50.0)  # ft, seed 0: collapsed.
