@@ -211,6 +211,9 @@ def test_tiny_audit_writes_its_files_and_resumes_without_recomputing(
   # N copies of one model have zero spread: capped, score 0.
   assert recs[0]["forget_score"] == 0.0
   assert recs[0]["mean_epsilon"] == 50.0
+  assert recs[0]["conf_range"] == 0.0  # Copies: no spread across models.
+  assert recs[2]["conf_range"] > 0.0  # Unlearning seeds differ.
+  assert all(abs(r["conf_median"]) < 104 for r in recs)
   assert recs[2]["settings"] == runner.DEFAULT_SETTINGS
   assert sum("vmapped" in s for s in lines) == 5  # 1 + 2 chunks + 2 chunks.
   out = runner.write_audit(recs, tmp_path, title="tiny")

@@ -194,6 +194,11 @@ def _record(name: str, unlearned: Population, retrained: Population,
           "eps_hist": audit_lib.eps_histogram(score.epsilons,
                                               score.n_models),
           "mean_epsilon": float(np.mean(score.epsilons)),
+          # Where and how widely the population puts D_f: the median over
+          # examples of each example's median confidence across models,
+          # and the mean over examples of its range across models.
+          "conf_median": float(np.median(np.median(confs[0], axis=0))),
+          "conf_range": float(np.mean(np.ptp(confs[0], axis=0))),
           "seconds_per_model": float(np.mean(unlearned.seconds)), **extra}
 
 
@@ -375,21 +380,27 @@ def markdown(records: Sequence[Mapping[str, Any]], *, title: str) -> str:
   edges = records[0]["eps_hist"]["edges"] if records else []
   lines = [f"### {title}", "",
            "| method | models | forget score F | final score | UA | RA | TA | "
-           "mean ε | ε per bin (+ beyond) | s / model | settings |",
-           "|---|---|---|---|---|---|---|---|---|---|---|"]
+           "mean ε | ε per bin (+ beyond) | median conf. | conf. range | "
+           "s / model | settings |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
   for r in records:
     lines.append(
         f"| {r['method']} | {r['n_models']} | {r['forget_score']:.3f} | "
         f"{r['final_score']:.3f} | {r['ua']:.2f} | {r['ra']:.2f} | "
         f"{r['ta']:.2f} | "
         f"{r['mean_epsilon']:.2f} | {_bins_text(r['eps_hist'])} | "
+        f"{r.get('conf_median', float('nan')):.2f} | "
+        f"{r.get('conf_range', float('nan')):.2f} | "
         f"{r['seconds_per_model']:.2f} | "
         f"{r.get('settings', 'reference')} |")
   lines += ["", "F: NeurIPS 2023 unlearning-challenge forget score (1: "
             "indistinguishable from Retrain per example, 0: separable); "
             "final = F x (RA_u / RA_r) x (TA_u / TA_r). ε bins: "
             f"[{', '.join(f'{e:g}' for e in edges)}) per method's N "
-            "(the retrain split has N/2 models per side, so fewer bins)."]
+            "(the retrain split has N/2 models per side, so fewer bins). "
+            "Confidence: log p_y - log(1 - p_y) on D_f; median conf.: median "
+            "over examples of the per-example median across models; conf. "
+            "range: mean over examples of the range across models."]
   lines += [f"- {r['method']}: {r['reference']}" for r in records[:2]]
   return "\n".join(lines)
 
