@@ -435,15 +435,8 @@ def fit_seeds(model, x: np.ndarray, y: np.ndarray, *,
   if subsets is None:
     subsets = [None] * len(seeds)
   seeds = _check_seeds(seeds, len(subsets), "subsets")
-  subsets = [np.arange(len(x)) if s is None else np.asarray(s)
-             for s in subsets]
-  for s in subsets:
-    if len(s) == 0:
-      raise ValueError("need a non-empty training set, got 0 examples")
-    if s.ndim != 1 or not np.issubdtype(s.dtype, np.integer) or \
-        s.min() < 0 or s.max() >= len(x):
-      raise ValueError(f"subsets must be 1-D integer indices in "
-                       f"[0, {len(x)})")
+  subsets = [np.arange(len(x)) if s is None
+             else train_lib.check_subset(s, len(x)) for s in subsets]
   n = len(seeds)
   dirs = _dirs(checkpoint_dirs, n)
   sizes = [len(s) for s in subsets]
@@ -465,8 +458,8 @@ def fit_seeds(model, x: np.ndarray, y: np.ndarray, *,
     return step(st, *d, *idx)
 
   def indices(i, g):
-    local = train_lib.batch_indices(sizes[i], config.batch_size, seeds[i], g)
-    return (subsets[i][local].astype(np.int32),)
+    return (train_lib.subset_indices(subsets[i], train_lib.batch_indices(
+        sizes[i], config.batch_size, seeds[i], g)),)
 
   ran = _drive(one_step, states, [data] + [None] * (n - 1), indices,
                lanes=pending, starts=starts, totals=totals, dirs=dirs,

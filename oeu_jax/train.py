@@ -214,8 +214,25 @@ def total_steps(n: int, config: TrainConfig) -> int:
   return steps_per_epoch(n, config.batch_size) * int(config.epochs)
 
 
+def check_subset(subset, n: int) -> np.ndarray:
+  """``subset`` as non-empty 1-D integer indices into a set of ``n``.
+
+  Raises:
+    ValueError: an empty subset, or indices that are not 1-D integers in
+      ``[0, n)``.
+  """
+  s = np.asarray(subset)
+  if len(s) == 0:
+    raise ValueError("need a non-empty training set, got 0 examples")
+  if s.ndim != 1 or not np.issubdtype(s.dtype, np.integer) or \
+      s.min() < 0 or s.max() >= n:
+    raise ValueError(f"subsets must be 1-D integer indices in [0, {n})")
+  return s
+
+
 def fit(model, x: np.ndarray, y: np.ndarray, *, config: TrainConfig,
-        seed: int, checkpoint_dir: Optional[str] = None,
+        seed: int, subset: Optional[np.ndarray] = None,
+        checkpoint_dir: Optional[str] = None,
         progress: bool = False, desc: str = "train",
         resume: bool = True,
         mesh: Optional[jax.sharding.Mesh] = None,
@@ -228,6 +245,13 @@ def fit(model, x: np.ndarray, y: np.ndarray, *, config: TrainConfig,
     y: ``(N,)`` int labels in ``[0, model.num_classes)``.
     config: the recipe.
     seed: seeds initialization, batch order and augmentation.
+    subset: indices into ``x`` of the training set (Retrain:
+      ``split.retain_idx``): the run equals one on ``x[subset],
+      y[subset]``, but the device holds all of ``x`` and each batch's
+      indices are mapped through ``subset``, so that runs on different
+      subsets of one set have steps of one shape (with ``programs``, a
+      Retrain whose step count equals the Original's compiles nothing
+      new). None: all of ``x``.
     checkpoint_dir: when given, the state is saved every
       ``config.checkpoint_every`` steps and at the end. A finished run found
       there is returned as is; an unfinished one is resumed (see ``resume``).
@@ -256,7 +280,9 @@ def fit(model, x: np.ndarray, y: np.ndarray, *, config: TrainConfig,
   """
   validate_config(config)
   x, y = check_data(model, x, y)
-  n = len(x)
+  if subset is not None:
+    subset = check_subset(subset, len(x)).astype(np.int32)
+  n = len(x) if subset is None else len(subset)
   total = total_steps(n, config)
   tx = make_optimizer(config, total)
   state = loop.restore(
@@ -271,7 +297,8 @@ def fit(model, x: np.ndarray, y: np.ndarray, *, config: TrainConfig,
   out = loop.run_one(
       make_train_step(model, tx, augment=config.augment,
                       skip_nonfinite=config.skip_nonfinite),
-      state, data, lambda s: (batch_indices(n, config.batch_size, seed, s),),
+      state, data, lambda s: (subset_indices(subset, batch_indices(
+          n, config.batch_size, seed, s)),),
       total=total, checkpoint_dir=checkpoint_dir,
       checkpoint_every=config.checkpoint_every,
       skip_nonfinite=config.skip_nonfinite,
@@ -282,6 +309,12 @@ def fit(model, x: np.ndarray, y: np.ndarray, *, config: TrainConfig,
   return TrainResult(out.state, out.seconds, out.compile_seconds,
                      np.asarray(out.metrics[0]["loss"], np.float32),
                      out.skipped[0])
+
+
+def subset_indices(subset: Optional[np.ndarray],
+                   local: np.ndarray) -> np.ndarray:
+  """Batch indices ``local`` (into a subset) as indices into the full set."""
+  return local if subset is None else subset[local].astype(np.int32)
 
 
 def predict(model, params, batch_stats, x: np.ndarray, *,

@@ -3,7 +3,7 @@
 CIFAR-10/100 and SVHN cannot be downloaded here; ``tfds.testing.mock_data``
 serves random images of each dataset's real shapes and label ranges through
 the same loading code. Each config's ``--quick`` variant is shrunk further
-(OEU only, 96 images, batches of 32) so that the models, shapes and
+(OEU only, 48 images, batches of 20 and 24) so that the models, shapes and
 budgets are exercised in seconds.
 """
 
@@ -25,6 +25,7 @@ CASES = [
     ("svhn_resnet18", "class0"),
     ("mobilenetv2", "svhn"),
 ]
+N = 48  # Mock images per split.
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
@@ -49,14 +50,16 @@ def test_paper_config_runs_on_mock_data(name, variant, tmp_path):
             "forget_class", "float_ends"):
     assert getattr(cfg, k) == getattr(full, k), k
   assert full.seeds == (0, 1, 2) and "oeu" in full.methods
-  # Batches of 32 (the configs' 256 exceed the 96 images): the Original's
-  # and Retrain's steps then have one shape and compile once.
+  # 48 images, batches of 20 (the configs' 256 exceed them): the Original
+  # (48 images) and Retrain (D_r: 40 to 47 of them) then both take 2 steps
+  # of one shape, so Retrain reuses the Original's compiled step. The
+  # unoptimized programs (fast_compile) run slowly: few images, few steps.
   cfg = dataclasses.replace(
-      cfg, methods=("oeu",), max_examples=96, train=cfg.train._replace(
-          epochs=1, batch_size=32),
-      unlearn=dataclasses.replace(cfg.unlearn, batch_size=32),
+      cfg, methods=("oeu",), max_examples=N, train=cfg.train._replace(
+          epochs=1, batch_size=20),
+      unlearn=dataclasses.replace(cfg.unlearn, batch_size=24),
       method_hparams=tuple(h for h in cfg.method_hparams if h[0] == "oeu"))
-  with tfds.testing.mock_data(num_examples=96):
+  with tfds.testing.mock_data(num_examples=N):
     records = pipeline.run(cfg, tmp_path)
   assert [r["method"] for r in records] == ["original", "retrain", "oeu"]
   for r in records:

@@ -145,6 +145,10 @@ SERVED = {
 }
 
 
+# Whole models' forward passes on 16 tiny images: XLA's optimization passes
+# cost more than they save. The module-scoped fixture stays on for the
+# (non-numeric) tests after these ones.
+@pytest.mark.usefixtures("fast_compile")
 @pytest.mark.parametrize("name", sorted(SERVED))
 def test_serving_equals_fake_forward(name):
   """Integer serving (AQT CONVERT/SERVE) predicts what the training-mode

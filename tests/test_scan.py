@@ -167,6 +167,29 @@ def test_a_second_seed_reuses_the_compiled_step(tiny):
   assert _leaves_equal(originals, kept)
 
 
+def test_a_subset_run_is_the_gathered_run_and_shares_its_step(tiny):
+  # Retrain's way (train.fit's ``subset``): all of x on the device, the
+  # subset as indices, so a run with the Original's step count reuses its
+  # compiled step.
+  ds, model, n = tiny["ds"], tiny["model"], tiny["n"]
+  cfg = train.TrainConfig(epochs=1, batch_size=16)
+  sub = np.random.default_rng(0).permutation(n)[:16 * (n // 16)]
+  assert len(sub) < n and train.total_steps(len(sub), cfg) == tiny["total"]
+  programs = executors.Programs()
+  train.fit(model, ds.train_x, ds.train_y, config=cfg, seed=0,
+            programs=programs)
+  part = train.fit(model, ds.train_x, ds.train_y, config=cfg, seed=0,
+                   subset=sub, programs=programs)
+  assert (programs.compiles, programs.hits) == (1, 1)
+  gathered = train.fit(model, ds.train_x[sub], ds.train_y[sub], config=cfg,
+                       seed=0)
+  assert _leaves_equal(part.state.params, gathered.state.params)
+  np.testing.assert_array_equal(part.losses, gathered.losses)
+  with pytest.raises(ValueError, match=r"subsets must be 1-D integer"):
+    train.fit(model, ds.train_x, ds.train_y, config=cfg, seed=0,
+              subset=[n])
+
+
 def test_cpu_convolutions_keep_one_dispatch_per_step(tiny):
   idx = (train.batch_indices(tiny["n"], 16, 0, 0),)
   assert executors.loops_slow_convs(tiny["step"], _init(tiny), tiny["data"],

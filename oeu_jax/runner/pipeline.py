@@ -149,9 +149,11 @@ def stage_runner(model, dataset: data_lib.Dataset, layout: layout_lib.Layout,
       log(f"[seed {s}] {stage}: {cfg.model} {cfg.bits} on {cfg.dataset}, "
           f"{len(x) if sub is None else len(sub)} examples")
       d, = dirs([s], stage)
+      # All of x on the device, the subset as indices: Retrain's step has
+      # the Original's shapes (one program when their step counts agree).
       out.append(_timed(d, lambda: train_lib.fit(
-          model, x if sub is None else x[sub], y if sub is None else y[sub],
-          config=cfg.train, seed=s, checkpoint_dir=str(d), progress=progress,
+          model, x, y, config=cfg.train, seed=s, subset=sub,
+          checkpoint_dir=str(d), progress=progress,
           desc=f"{stage} s{s}", resume=resume, mesh=mesh,
           programs=programs)))
     return out
