@@ -7,6 +7,7 @@ CPU minutes.
 """
 
 import dataclasses
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -129,3 +130,12 @@ def tuned(cfg: config_lib.RunConfig) -> config_lib.RunConfig:
     extra[m] = tuple(sorted({**dict(extra.get(m, ())), **dict(kv)}.items()))
   return dataclasses.replace(cfg, method_hparams=method_hparams(
       cfg.methods, cfg.unlearn, tuple(extra.items())))
+
+
+def bad_stop_every(stop_every) -> bool:
+  """True (after printing the one-line error) for a ``--stop-every`` <= 0."""
+  if stop_every is not None and stop_every <= 0:
+    print(f"error: --stop-every must be > 0, got {stop_every}",
+          file=sys.stderr)
+    return True
+  return False

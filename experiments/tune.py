@@ -396,9 +396,7 @@ def main(argv=None) -> int:
   except ValueError as e:
     print(f"error: --stop-when: {e}", file=sys.stderr)
     return 2
-  if args.stop_every is not None and args.stop_every <= 0:
-    print(f"error: --stop-every must be > 0, got {args.stop_every}",
-          file=sys.stderr)
+  if common.bad_stop_every(args.stop_every):
     return 2
   names = tuple(m for m in args.methods.split(",") if m)
   for m in names:
