@@ -15,7 +15,7 @@ XLA compiles a loop body apart from a top-level program, so the two may
 differ in the last bit of a parameter, while any two chunk lengths give the
 same bits. The
 vmapped seeds of :mod:`oeu_jax.seeds` have their own executor built on
-:class:`Compiled`.
+:class:`Compiled`, and share a :class:`Programs` across chunks of seeds.
 
 Batch order and rngs are pure functions of ``(seed, step)`` in the
 executors, so a resumed run is bit-identical to an uninterrupted one.

@@ -175,7 +175,8 @@ class _Executor:
 
   def __init__(self, one_step: Callable, data: Any, data_axes: Any,
                indices: Callable[[int, int], tuple], *, mesh,
-               seedwise: bool):
+               seedwise: bool,
+               programs: Optional[executors.Programs] = None):
     def masked(state, d, idx, active):
       new, m = one_step(state, d, idx)
       return jax.tree.map(lambda a, b: jnp.where(active, a, b), new,
@@ -189,6 +190,7 @@ class _Executor:
                           (idx_seq, active_seq))
 
     self._compiled = executors.Compiled(chunk, donate_argnums=(0,),
+                                        programs=programs,
                                         **mesh_lib.replicated_outputs(mesh))
     self._data, self._indices, self._mesh = data, indices, mesh
 
@@ -212,7 +214,8 @@ def _drive(one_step: Callable, states: list, datas: list, indices: Callable,
            *, lanes: list, starts: list, totals: list, dirs: list,
            config, mesh, seedwise_convs: Optional[bool], progress: bool,
            desc: str, seeds: list, what: str,
-           stop: Optional[Callable[[int, Any], bool]] = None) -> dict:
+           stop: Optional[Callable[[int, Any], bool]] = None,
+           programs: Optional[executors.Programs] = None) -> dict:
   """Runs the pending lanes, one vmapped program per step count.
 
   ``datas[i]`` is lane ``i``'s data, or all ``None`` but ``datas[0]`` when
@@ -220,7 +223,8 @@ def _drive(one_step: Callable, states: list, datas: list, indices: Callable,
   compile_seconds, metrics, skipped, stopped)}`` with the times divided
   among the lanes of a program; ``stopped`` is the step at which lane
   ``i``'s stopping rule ``stop(i, lane_state)`` (checked every
-  ``config.stop_every`` steps) ended it, or None.
+  ``config.stop_every`` steps) ended it, or None. ``programs`` shares
+  the compiled chunk with other calls of the same shapes.
   """
   seedwise = (seedwise_conv.use_by_default() if seedwise_convs is None
               else bool(seedwise_convs))
@@ -235,7 +239,8 @@ def _drive(one_step: Callable, states: list, datas: list, indices: Callable,
     state, data = mesh_lib.replicate(mesh, (state, data))
     execute = _Executor(
         lambda st, d, idx: one_step(st, d, idx, total), data, data_axes,
-        lambda j, g: indices(group[j], g), mesh=mesh, seedwise=seedwise)
+        lambda j, g: indices(group[j], g), mesh=mesh, seedwise=seedwise,
+        programs=programs)
     dirs_g = [dirs[i] for i in group]
     res = loop.run(
         execute, state, starts=[starts[i] for i in group],
@@ -277,7 +282,8 @@ def unlearn_seeds(method: methods_lib.Method, model,
                   checkpoint_dirs: Optional[Sequence[Optional[str]]] = None,
                   progress: bool = False, resume: bool = True,
                   mesh: Optional[jax.sharding.Mesh] = None,
-                  seedwise_convs: Optional[bool] = None
+                  seedwise_convs: Optional[bool] = None,
+                  programs: Optional[executors.Programs] = None
                   ) -> list[unlearn_lib.UnlearnResult]:
   """Runs ``method`` for N seeds as one vmapped, jitted program.
 
@@ -307,6 +313,9 @@ def unlearn_seeds(method: methods_lib.Method, model,
     seedwise_convs: run convolutions seed by seed inside the program
       instead of as one grouped convolution (:mod:`oeu_jax.seedwise_conv`);
       ``None``: on the CPU backend only, where it is much faster.
+    programs: compiled programs shared with other calls
+      (:class:`oeu_jax.executors.Programs`): a later chunk of seeds with
+      the same shapes (seed count, set sizes, budget) compiles nothing.
 
   Returns:
     One :class:`oeu_jax.unlearn.UnlearnResult` per seed. ``seconds`` and
@@ -368,7 +377,7 @@ def unlearn_seeds(method: methods_lib.Method, model,
                mesh=mesh, seedwise_convs=seedwise_convs, progress=progress,
                desc=method.name, seeds=seeds, what="loss or update",
                stop=(None if checks[0] is None else
-                     lambda i, st: checks[i](st, i)))
+                     lambda i, st: checks[i](st, i)), programs=programs)
   results = []
   for i in range(n):
     if i not in ran:  # A finished run restored from its checkpoint.
@@ -391,7 +400,8 @@ def fit_seeds(model, x: np.ndarray, y: np.ndarray, *,
               checkpoint_dirs: Optional[Sequence[Optional[str]]] = None,
               progress: bool = False, desc: str = "train",
               resume: bool = True, mesh: Optional[jax.sharding.Mesh] = None,
-              seedwise_convs: Optional[bool] = None
+              seedwise_convs: Optional[bool] = None,
+              programs: Optional[executors.Programs] = None
               ) -> list[train_lib.TrainResult]:
   """Trains ``model`` for N seeds as one vmapped, jitted program.
 
@@ -417,6 +427,7 @@ def fit_seeds(model, x: np.ndarray, y: np.ndarray, *,
     resume: as in :func:`oeu_jax.train.fit`.
     mesh: data parallelism over devices (:func:`oeu_jax.mesh.make_mesh`).
     seedwise_convs: as in :func:`unlearn_seeds`.
+    programs: as in :func:`unlearn_seeds`.
 
   Returns:
     One :class:`oeu_jax.train.TrainResult` per seed; ``seconds`` and
@@ -465,7 +476,7 @@ def fit_seeds(model, x: np.ndarray, y: np.ndarray, *,
                lanes=pending, starts=starts, totals=totals, dirs=dirs,
                config=config, mesh=mesh, seedwise_convs=seedwise_convs,
                progress=progress, desc=desc, seeds=seeds,
-               what="loss, gradient or parameter")
+               what="loss, gradient or parameter", programs=programs)
   results = []
   for i in range(n):
     if i not in ran:  # A finished run restored from its checkpoint.

@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 
 from oeu_jax import data
+from oeu_jax import executors
 from oeu_jax import methods
 from oeu_jax import models
 from oeu_jax import seeds as seeds_lib
@@ -109,6 +110,22 @@ def test_unlearn_seeds_equals_sequential_unlearn(unlearned):
     assert a.metrics.keys() == b.metrics.keys()
     for k in a.metrics:
       assert b.metrics[k] == pytest.approx(a.metrics[k], rel=1e-3, abs=1e-4)
+
+
+def test_chunks_of_seeds_share_one_compiled_program(setup, unlearned):
+  # The audit makes N models in chunks (fit_seeds and unlearn_seeds share
+  # ``_drive``): with one ``Programs`` a later chunk of the same shapes
+  # reuses the first chunk's executable.
+  _, model = setup
+  programs = executors.Programs()
+  oeu, originals, datas, seq, _ = unlearned
+  outs = [seeds_lib.unlearn_seeds(
+      oeu, model, [originals[i].params], [originals[i].batch_stats],
+      [datas[i]], config=UNLEARN, num_classes=10, seeds=(SEEDS[i],),
+      programs=programs)[0] for i in range(2)]
+  assert (programs.compiles, programs.hits) == (1, 1)
+  for a, b in zip(seq, outs):
+    assert rel_diff(a.state.params, b.state.params) < 1e-3
 
 
 def test_checkpoints_resume_and_are_shared_with_the_sequential_loop(

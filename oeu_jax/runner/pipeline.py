@@ -178,7 +178,7 @@ def stage_runner(model, dataset: data_lib.Dataset, layout: layout_lib.Layout,
         model, x, y, config=cfg.train, seeds=seeds,
         subsets=None if subsets is None else [subsets[s] for s in seeds],
         checkpoint_dirs=[str(d) for d in ds], progress=progress, desc=stage,
-        resume=resume, mesh=mesh))
+        resume=resume, mesh=mesh, programs=programs))
 
   def unlearn_vmapped(name, method, seeds, originals, data_of):
     log(f"[seeds {','.join(map(str, seeds))}] {name}: vmapped")
@@ -189,7 +189,7 @@ def stage_runner(model, dataset: data_lib.Dataset, layout: layout_lib.Layout,
         [data_of(s) for s in seeds], config=cfg.unlearn,
         num_classes=dataset.num_classes, seeds=seeds,
         checkpoint_dirs=[str(d) for d in ds], progress=progress,
-        resume=resume, mesh=mesh))
+        resume=resume, mesh=mesh, programs=programs))
 
   if vmapped:
     return StageRunner(fit_vmapped, unlearn_vmapped)
