@@ -192,12 +192,20 @@ class ScanExecutor:
                    for k, v in jax.device_get(m).items()}
 
 
+def conv_count(step: Callable, state: Any, data: Sequence[Any],
+               idx: Sequence[np.ndarray]) -> int:
+  """The number of convolutions in ``step``'s jaxpr (backward included)."""
+  return str(jax.make_jaxpr(step)(state, *data, *idx)).count(
+      "conv_general_dilated[")
+
+
 def loops_slow_convs(step: Callable, state: Any, data: Sequence[Any],
-                     idx: Sequence[np.ndarray]) -> bool:
-  """Whether ``step`` convolves on the CPU backend, where XLA runs a
-  convolution inside a loop body far slower than at top level (a float CNN
-  step: 12x), so that a scanned chunk loses to one dispatch per step."""
+                     idx: Sequence[np.ndarray], *, at_most: int = 0) -> bool:
+  """Whether ``step`` has more than ``at_most`` convolutions on the CPU
+  backend, where XLA runs a convolution's gradients inside a loop body far
+  slower than at top level (kernel gradients 10-37x, input gradients 3x;
+  forward convolutions alike: BENCHMARKS.md), so that a scanned chunk loses
+  to one dispatch per step (a float CNN step: 12x)."""
   if jax.default_backend() != "cpu":
     return False
-  return "conv_general_dilated" in str(jax.make_jaxpr(step)(
-      state, *data, *idx))
+  return conv_count(step, state, data, idx) > at_most

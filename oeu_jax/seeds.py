@@ -73,6 +73,12 @@ from oeu_jax import seedwise_conv
 from oeu_jax import train as train_lib
 from oeu_jax import unlearn as unlearn_lib
 
+# Convolutions of one lane's step that still run scanned on CPU: a float
+# first layer's forward and kernel gradient (W4A8 CNN on digits, 8 seeds,
+# vmapped: scanned 12.5-13.6 s of steps, one dispatch per step 17.6-18.7
+# s); a float CNN (5 convolutions) is 17x slower scanned (170 s vs 10 s).
+SCANNED_CONVS = 2
+
 # Steps per compiled chunk when nothing is checkpointed: bounds the host
 # index arrays (steps x seeds x batch int32) and the scanned metrics.
 MAX_CHUNK = 1000
@@ -170,7 +176,12 @@ class _Executor:
   ``one_step(state, data, idx) -> (state, metrics)`` is one lane's pure
   step; an inactive lane's state passes through unchanged.
   ``indices(lane, g)`` gives lane ``lane``'s batch index arrays at step
-  ``g`` (computed on the host as the sequential loops do).
+  ``g`` (computed on the host as the sequential loops do). Where one
+  lane's step has more than :data:`SCANNED_CONVS` convolutions on the CPU
+  backend (:func:`oeu_jax.executors.loops_slow_convs`: XLA runs
+  convolution gradients inside a loop body many times slower than at top
+  level) each step of the chunk is its own dispatch of the vmapped step,
+  as :class:`oeu_jax.executors.StepExecutor` does for one lane.
   """
 
   def __init__(self, one_step: Callable, data: Any, data_axes: Any,
@@ -182,21 +193,25 @@ class _Executor:
       return jax.tree.map(lambda a, b: jnp.where(active, a, b), new,
                           state), m
 
-    vstep = jax.vmap(seedwise_conv.seedwise_convs(masked) if seedwise
-                     else masked, in_axes=(0, data_axes, 0, 0))
+    self._vstep = jax.vmap(seedwise_conv.seedwise_convs(masked) if seedwise
+                           else masked, in_axes=(0, data_axes, 0, 0))
 
     def chunk(state, d, idx_seq, active_seq):
-      return jax.lax.scan(lambda s, xs: vstep(s, d, *xs), state,
+      return jax.lax.scan(lambda s, xs: self._vstep(s, d, *xs), state,
                           (idx_seq, active_seq))
 
-    self._compiled = executors.Compiled(chunk, donate_argnums=(0,),
-                                        programs=programs,
-                                        **mesh_lib.replicated_outputs(mesh))
-    self._data, self._indices, self._mesh = data, indices, mesh
+    kw = dict(donate_argnums=(0,), programs=programs,
+              **mesh_lib.replicated_outputs(mesh))
+    self._chunk = executors.Compiled(chunk, **kw)
+    self._step = executors.Compiled(self._vstep, **kw)
+    self._one = one_step
+    self._per_step = None  # Decided at the first call (needs the shapes).
+    self._data, self._data_axes = data, data_axes
+    self._indices, self._mesh = indices, mesh
 
   @property
   def compile_seconds(self) -> float:
-    return self._compiled.compile_seconds
+    return self._chunk.compile_seconds + self._step.compile_seconds
 
   def __call__(self, state, a: int, b: int, active: np.ndarray):
     per_step = [[self._indices(i, g) if active[k, i] else None
@@ -206,8 +221,21 @@ class _Executor:
         lambda v: mesh_lib.shard_batch(self._mesh, v, axis=v.ndim - 1),
         _stack_indices(per_step))
     active_seq = mesh_lib.replicate(self._mesh, jnp.asarray(active))
-    state, m = self._compiled(state, self._data, idx_seq, active_seq)
-    return state, jax.device_get(m)
+    if self._per_step is None:  # On lane 0's step (one lane's jaxpr).
+      lane = lambda t: jax.tree.map(lambda v: v[0], t)  # noqa: E731
+      self._per_step = executors.loops_slow_convs(
+          self._one, lane(state), (self._data if self._data_axes is None
+                                   else lane(self._data),),
+          (lane(lane(idx_seq)),), at_most=SCANNED_CONVS)
+    if not self._per_step:
+      state, m = self._chunk(state, self._data, idx_seq, active_seq)
+      return state, jax.device_get(m)
+    rows = []
+    for k in range(b - a):
+      idx = jax.tree.map(lambda v, k=k: v[k], idx_seq)
+      state, m = self._step(state, self._data, idx, active_seq[k])
+      rows.append(jax.device_get(m))
+    return state, {key: np.stack([r[key] for r in rows]) for key in rows[0]}
 
 
 def _drive(one_step: Callable, states: list, datas: list, indices: Callable,

@@ -208,6 +208,33 @@ def test_seedwise_convolutions_equal_grouped_ones(setup):
     assert rel_diff(ra.state.params, rb.state.params) < 1e-4
 
 
+def test_convolving_steps_dispatch_one_by_one_with_the_scans_results(
+    setup, monkeypatch):
+  # On CPU a float CNN's step (5 convolutions) runs one dispatch per step;
+  # forcing the scanned chunk gives the same models.
+  ds, _ = setup
+  model = models.build_model("cnn", num_classes=10, bits="float",
+                             features=(4, 8), hidden=16)
+  cfg = train.TrainConfig(epochs=1, batch_size=32, lr=0.05)
+  x, y = ds.train_x[:96], ds.train_y[:96]
+  chosen = []
+  call = seeds_lib._Executor.__call__  # pylint: disable=protected-access
+
+  def spy(self, *args):
+    out = call(self, *args)
+    chosen.append(self._per_step)  # pylint: disable=protected-access
+    return out
+  monkeypatch.setattr(seeds_lib._Executor, "__call__", spy)  # pylint: disable=protected-access
+  a = seeds_lib.fit_seeds(model, x, y, config=cfg, seeds=(0, 1))
+  monkeypatch.setattr(seeds_lib, "SCANNED_CONVS", 99)
+  b = seeds_lib.fit_seeds(model, x, y, config=cfg, seeds=(0, 1))
+  assert chosen == [jax.default_backend() == "cpu", False]
+  for ra, rb in zip(a, b):
+    assert int(ra.state.step) == int(rb.state.step) == 3
+    assert rel_diff(ra.state.params, rb.state.params) < 1e-5
+    np.testing.assert_allclose(ra.losses, rb.losses, rtol=1e-5)
+
+
 def test_bad_inputs_raise_clear_errors(setup):
   ds, model = setup
   with pytest.raises(ValueError, match="batch sizes differ"):
