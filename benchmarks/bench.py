@@ -359,11 +359,16 @@ def main(argv=None) -> int:
                  "experiments.common.MNIST_T10K)")
   p.add_argument("--mnist-stop-when", default=None, metavar="RULE",
                  help="mnist_rte: also OEU with this --stop-when rule")
+  p.add_argument("--mnist-stop-every", type=int, default=10, metavar="K",
+                 help="mnist_rte: steps between checks of the rule")
   args = p.parse_args(argv)
   if args.repeats is None:
     args.repeats = 3 if args.quick else 5
   if args.repeats < 1:
     p.error(f"--repeats must be at least 1, got {args.repeats}")
+  if args.mnist_stop_every < 1:
+    p.error(f"--mnist-stop-every must be at least 1, got "
+            f"{args.mnist_stop_every}")
   only = [s for s in args.only.split(",") if s]
   for s in only:
     if s not in SECTIONS:

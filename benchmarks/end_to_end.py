@@ -19,7 +19,8 @@ Retrain. Sections ``vmap_e2e`` and ``mnist_rte`` of ``benchmarks/bench.py``.
   ``rte_s`` of the ``oeu`` record / ``rte_s`` of the ``retrain`` record
   (step time without compilation, as RESULTS.md reports it); with
   ``--mnist-stop-when RULE`` the same run again with OEU stopped by
-  ``RULE`` (Original and Retrain reused from the work directory) gives
+  ``RULE``, checked every ``--mnist-stop-every`` steps (default 10;
+  Original and Retrain reused from the work directory) gives
   ``unlearn_over_retrain_mnist_class_stop``. ``--mnist-results FILE``
   reads the two records from a ``results.json`` instead of running.
 """
@@ -129,12 +130,14 @@ def bench_mnist_rte(args, rows, notes, figures) -> None:
                "unlearn_over_retrain_mnist_class")
     if args.mnist_stop_when:
       stopped = dataclasses.replace(unlearn,
-                                    stop_when=args.mnist_stop_when)
+                                    stop_when=args.mnist_stop_when,
+                                    stop_every=args.mnist_stop_every)
       cfg = common.make(dataset="mnist_idx", data_dir=data_dir, model="cnn",
                         methods=("oeu",), scenario="class", forget_class=3,
                         seeds=(0,), train=train, unlearn=stopped,
                         max_examples=examples)
       records = pipeline.run(cfg, tmp, log=lambda *_: None)
       _rte_ratio(records, f"{label}, OEU --stop-when "
-                 f"{args.mnist_stop_when}", rows, figures,
+                 f"{args.mnist_stop_when} every {args.mnist_stop_every} "
+                 "steps", rows, figures,
                  "unlearn_over_retrain_mnist_class_stop")

@@ -67,13 +67,25 @@ def test_bad_arguments_get_one_clear_line(tmp_path):
   for argv, words in ((["--only", "nope"], "unknown section 'nope'"),
                       (["--threads", "3"], "--threads must be"),
                       (["--torch-cases", "cnn99"], "unknown --torch-cases"),
-                      (["--repeats", "0"], "--repeats must be at least 1")):
+                      (["--repeats", "0"], "--repeats must be at least 1"),
+                      (["--mnist-stop-every", "0"],
+                       "--mnist-stop-every must be at least 1")):
     proc = subprocess.run([sys.executable, str(BENCH), *argv], cwd=REPO,
                           env=dict(os.environ, JAX_PLATFORMS="cpu"),
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 2, (argv, proc.stderr)
     assert words in proc.stderr, (argv, proc.stderr)
     assert "Traceback" not in proc.stderr
+
+
+def test_why_float_rejects_unknown_flag_settings():
+  proc = subprocess.run([sys.executable, str(BENCH.parent / "why_float.py"),
+                         "--flags", "default,nope"], cwd=REPO,
+                        env=dict(os.environ, JAX_PLATFORMS="cpu"),
+                        capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 2, proc.stderr
+  assert "unknown setting(s) ['nope']" in proc.stderr
+  assert "Traceback" not in proc.stderr
 
 
 def test_library_does_not_import_torch():
