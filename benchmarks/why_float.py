@@ -16,8 +16,11 @@ thread (as ``torch_side --threads 1``):
   The JAX side is Flax's ``nn.max_pool`` (``reduce_window``, whose gradient
   XLA builds as ``select_and_scatter``); ``pool_reshape`` is the same pool
   written as a reshape and a max over the two window axes (a plain
-  reduction, whose gradient is an equality mask), JAX only, against the
-  same torch pool;
+  reduction, whose gradient is an equality mask, split among ties), and
+  ``pool_mask`` is :func:`oeu_jax.models.max_pool_2x2` (what the CNN uses
+  since this investigation: the window's first maximum picked by a one-hot
+  mask, ``reduce_window``'s values and gradients bit for bit), both JAX
+  only, against the same torch pool;
 * ``conv1_patches``: conv1 (one input channel) written as nine shifted
   slices concatenated and one matmul, JAX only, against torch's conv1;
 * ``conv2_wgrad`` / ``conv2_xgrad``: conv2's kernel gradient alone and its
@@ -61,8 +64,9 @@ FLAGS = {
     "no_fusion_emitters": "--xla_cpu_use_fusion_emitters=false",
 }
 LOOP_STEPS = 5
-PIECES = ("step", "forward", "conv1", "conv1_patches", "conv2", "conv2_wgrad", "conv2_xgrad",
-          "pool", "pool_reshape", "fc1")
+PIECES = ("step", "forward", "conv1", "conv1_patches", "conv2",
+          "conv2_wgrad", "conv2_xgrad", "pool", "pool_reshape", "pool_mask",
+          "fc1")
 
 
 def _pieces(batch: int, side: int):
@@ -151,7 +155,7 @@ def _pieces(batch: int, side: int):
   out["fc1"] = layer(lambda x, w: x @ w, (batch, d), (d, 128),
                      lambda x, w: x @ w.T)
 
-  def pool(x, _):
+  def pool(x, _):  # The CNN's pool before this investigation.
     return nn.max_pool(x, (2, 2), strides=(2, 2))
 
   def pool_reshape(x, _):
@@ -164,6 +168,8 @@ def _pieces(batch: int, side: int):
   shape = (batch, side, side, 32)
   out["pool"] = layer(pool, shape, (1, 1), tpool, wrt=(0,))
   out["pool_reshape"] = layer(pool_reshape, shape, (1, 1), tpool, wrt=(0,))
+  out["pool_mask"] = layer(lambda x, _: models.max_pool_2x2(x), shape,
+                           (1, 1), tpool, wrt=(0,))
   return out, step
 
 

@@ -49,6 +49,48 @@ __all__ = [
 MODELS = ("cnn", "resnet18", "mobilenetv2")
 
 
+def _windows(x: jax.Array) -> jax.Array:
+  """``(b, h/2, w/2, c, 4)``: each 2x2 window's values, row-major."""
+  b, h, w, c = x.shape
+  x = x[:, :h // 2 * 2, :w // 2 * 2]
+  win = x.reshape(b, h // 2, 2, w // 2, 2, c).transpose(0, 1, 3, 5, 2, 4)
+  return win.reshape(b, h // 2, w // 2, c, 4)
+
+
+@jax.custom_vjp
+def max_pool_2x2(x: jax.Array) -> jax.Array:
+  """``nn.max_pool(x, (2, 2), strides=(2, 2))`` (VALID), same values and
+  gradients, without ``reduce_window``.
+
+  XLA's CPU backend runs the gradient of ``reduce_window`` max (a
+  ``select_and_scatter``) slowly: on the 28x28 CNN at batch 256 the first
+  pool's forward and backward took 124 ms against 55 ms in torch eager, a
+  third of the float training step (BENCHMARKS.md, issue 12 item 5). Here
+  the forward is Flax's (fast) and the gradient is written out: each
+  window's four values go to a trailing axis and the cotangent goes to the
+  window's first maximum in row-major order (a one-hot of ``argmax``), as
+  ``select_and_scatter`` routes it, ties sharing nothing: elementwise ops
+  and one reduction, which XLA fuses. Odd heights or widths drop their last
+  row or column, as VALID does.
+  """
+  return nn.max_pool(x, (2, 2), strides=(2, 2))
+
+
+def _pool_fwd(x):
+  return max_pool_2x2(x), x
+
+
+def _pool_bwd(x, g):
+  b, h, w, c = x.shape
+  pick = jax.nn.one_hot(jnp.argmax(_windows(x), axis=-1), 4, dtype=g.dtype)
+  dx = (pick * g[..., None]).reshape(b, h // 2, w // 2, c, 2, 2)
+  dx = dx.transpose(0, 1, 4, 2, 5, 3).reshape(b, h // 2 * 2, w // 2 * 2, c)
+  return (jnp.pad(dx, ((0, 0), (0, h % 2), (0, w % 2), (0, 0))),)
+
+
+max_pool_2x2.defvjp(_pool_fwd, _pool_bwd)
+
+
 def _end(quant: QuantSpec | None, float_ends: bool) -> QuantSpec | None:
   """Spec of the first conv / the classifier: float when ``float_ends``."""
   return None if float_ends else quant
@@ -88,8 +130,8 @@ class CNN(nn.Module):
       spec = _end(self.quant, self.float_ends) if i == 0 else self.quant
       x = nn.relu(QConv(f, (3, 3), quant=spec, name=f"conv{i + 1}")(x))
       if i == 0 and stem_pool:
-        x = nn.max_pool(x, (2, 2), strides=(2, 2))
-    x = nn.max_pool(x, (2, 2), strides=(2, 2))
+        x = max_pool_2x2(x)
+    x = max_pool_2x2(x)
     x = x.reshape((x.shape[0], -1))
     x = nn.relu(QDense(self.hidden, quant=self.quant, name="fc1")(x))
     return QDense(self.num_classes, quant=_end(self.quant, self.float_ends),

@@ -185,6 +185,25 @@ def test_cnn_forward(shape):
   assert new_stats == {}
 
 
+@pytest.mark.parametrize("shape", [(3, 8, 8, 5), (2, 7, 9, 3)])
+def test_max_pool_2x2_is_flax_max_pool_bit_for_bit(shape):
+  # Values in {0, 1, 2} (ReLU outputs with many ties): same maxima, and the
+  # gradient goes to the same element of each window (the first maximum,
+  # row-major) as reduce_window's select_and_scatter routes it.
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(np.maximum(rng.integers(-2, 3, shape), 0), jnp.float32)
+  out_shape = (shape[0], shape[1] // 2, shape[2] // 2, shape[3])
+  g = jnp.asarray(rng.standard_normal(out_shape), jnp.float32)
+  ref, ref_vjp = jax.vjp(
+      lambda x: nn.max_pool(x, (2, 2), strides=(2, 2)), x)
+  out, out_vjp = jax.vjp(models.max_pool_2x2, x)
+  assert out.shape == out_shape
+  np.testing.assert_array_equal(out, ref)
+  np.testing.assert_array_equal(out_vjp(g)[0], ref_vjp(g)[0])
+  # One gradient entry per window, never split among ties.
+  assert int(jnp.sum(out_vjp(jnp.ones_like(g))[0] != 0)) == g.size
+
+
 def test_quantized_model_differs_from_float_with_same_params():
   shape = (8, 8, 1)
   float_model = models.build_model("cnn", num_classes=10, bits="float")
