@@ -112,22 +112,6 @@ def test_unlearn_seeds_equals_sequential_unlearn(unlearned):
       assert b.metrics[k] == pytest.approx(a.metrics[k], rel=1e-3, abs=1e-4)
 
 
-def test_chunks_of_seeds_share_one_compiled_program(setup, unlearned):
-  # The audit makes N models in chunks (fit_seeds and unlearn_seeds share
-  # ``_drive``): with one ``Programs`` a later chunk of the same shapes
-  # reuses the first chunk's executable.
-  _, model = setup
-  programs = executors.Programs()
-  oeu, originals, datas, seq, _ = unlearned
-  outs = [seeds_lib.unlearn_seeds(
-      oeu, model, [originals[i].params], [originals[i].batch_stats],
-      [datas[i]], config=UNLEARN, num_classes=10, seeds=(SEEDS[i],),
-      programs=programs)[0] for i in range(2)]
-  assert (programs.compiles, programs.hits) == (1, 1)
-  for a, b in zip(seq, outs):
-    assert rel_diff(a.state.params, b.state.params) < 1e-3
-
-
 def test_checkpoints_resume_and_are_shared_with_the_sequential_loop(
     setup, unlearned, tmp_path):
   _, model = setup
@@ -194,24 +178,11 @@ def test_unequal_set_sizes_are_padded_and_keep_each_schedule(setup,
     assert rel_diff(a.state.params, b.state.params) < 1e-3
 
 
-def test_seedwise_convolutions_equal_grouped_ones(setup):
-  ds, _ = setup
-  model = models.build_model("cnn", num_classes=10, bits="float",
-                             features=(4, 8), hidden=16)
-  cfg = train.TrainConfig(epochs=1, batch_size=32, lr=0.05)
-  x, y = ds.train_x[:96], ds.train_y[:96]
-  a = seeds_lib.fit_seeds(model, x, y, config=cfg, seeds=(0, 1),
-                         seedwise_convs=True)
-  b = seeds_lib.fit_seeds(model, x, y, config=cfg, seeds=(0, 1),
-                         seedwise_convs=False)
-  for ra, rb in zip(a, b):
-    assert rel_diff(ra.state.params, rb.state.params) < 1e-4
-
-
-def test_convolving_steps_dispatch_one_by_one_with_the_scans_results(
-    setup, monkeypatch):
-  # On CPU a float CNN's step (5 convolutions) runs one dispatch per step;
-  # forcing the scanned chunk gives the same models.
+def test_seedwise_convolutions_equal_grouped_ones(setup, monkeypatch):
+  # Also: on CPU a float CNN's step (5 convolutions) runs one dispatch per
+  # step, forced here to a scanned chunk for the grouped run (same models);
+  # and a later chunk of seeds of the same shapes reuses the compiled
+  # program (``programs``), as the audit's chunks of 8 do.
   ds, _ = setup
   model = models.build_model("cnn", num_classes=10, bits="float",
                              features=(4, 8), hidden=16)
@@ -225,14 +196,21 @@ def test_convolving_steps_dispatch_one_by_one_with_the_scans_results(
     chosen.append(self._per_step)  # pylint: disable=protected-access
     return out
   monkeypatch.setattr(seeds_lib._Executor, "__call__", spy)  # pylint: disable=protected-access
-  a = seeds_lib.fit_seeds(model, x, y, config=cfg, seeds=(0, 1))
+  programs = executors.Programs()
+  a = seeds_lib.fit_seeds(model, x, y, config=cfg, seeds=(0, 1),
+                          seedwise_convs=True, programs=programs)
+  again = seeds_lib.fit_seeds(model, x, y, config=cfg, seeds=(2, 3),
+                              seedwise_convs=True, programs=programs)
+  assert (programs.compiles, programs.hits) == (1, 1)
   monkeypatch.setattr(seeds_lib, "SCANNED_CONVS", 99)
-  b = seeds_lib.fit_seeds(model, x, y, config=cfg, seeds=(0, 1))
-  assert chosen == [jax.default_backend() == "cpu", False]
+  b = seeds_lib.fit_seeds(model, x, y, config=cfg, seeds=(0, 1),
+                          seedwise_convs=False)
+  assert chosen == [jax.default_backend() == "cpu"] * 2 + [False]
   for ra, rb in zip(a, b):
     assert int(ra.state.step) == int(rb.state.step) == 3
-    assert rel_diff(ra.state.params, rb.state.params) < 1e-5
-    np.testing.assert_allclose(ra.losses, rb.losses, rtol=1e-5)
+    assert rel_diff(ra.state.params, rb.state.params) < 1e-4
+    np.testing.assert_allclose(ra.losses, rb.losses, rtol=1e-4)
+  assert rel_diff(a[0].state.params, again[0].state.params) > 0.1
 
 
 def test_bad_inputs_raise_clear_errors(setup):
