@@ -25,7 +25,7 @@ CASES = [
     ("svhn_resnet18", "class0"),
     ("mobilenetv2", "svhn"),
 ]
-N = 48  # Mock images per split.
+N = 32  # Mock images per split.
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
@@ -50,14 +50,14 @@ def test_paper_config_runs_on_mock_data(name, variant, tmp_path):
             "forget_class", "float_ends"):
     assert getattr(cfg, k) == getattr(full, k), k
   assert full.seeds == (0, 1, 2) and "oeu" in full.methods
-  # 48 images, batches of 20 (the configs' 256 exceed them): the Original
-  # (48 images) and Retrain (D_r: 40 to 47 of them) then both take 2 steps
+  # 32 images, batches of 12 (the configs' 256 exceed them): the Original
+  # (32 images) and Retrain (D_r: 24 to 31 of them) then both take 2 steps
   # of one shape, so Retrain reuses the Original's compiled step. The
   # unoptimized programs (fast_compile) run slowly: few images, few steps.
   cfg = dataclasses.replace(
       cfg, methods=("oeu",), max_examples=N, train=cfg.train._replace(
-          epochs=1, batch_size=20),
-      unlearn=dataclasses.replace(cfg.unlearn, batch_size=24),
+          epochs=1, batch_size=12),
+      unlearn=dataclasses.replace(cfg.unlearn, batch_size=16),
       method_hparams=tuple(h for h in cfg.method_hparams if h[0] == "oeu"))
   with tfds.testing.mock_data(num_examples=N):
     records = pipeline.run(cfg, tmp_path)
