@@ -52,6 +52,19 @@ def fast_compile():
   jax.clear_caches()
 
 
+# Files collected first, the slowest first: ``-n 2 --dist loadfile`` hands
+# whole files to the two workers in collection order, so the longest one
+# (the paper configs on mock data, ~4 minutes) must not start last.
+SLOW_FILES_FIRST = ("test_experiments.py", "test_pipeline.py",
+                    "test_seeds.py")
+
+
+def pytest_collection_modifyitems(session, config, items):
+  del session, config
+  rank = {name: i for i, name in enumerate(SLOW_FILES_FIRST)}
+  items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
+
 def pytest_sessionfinish(session, exitstatus):
   del session, exitstatus
   if _OWN_CACHE:
