@@ -203,9 +203,9 @@ def loops_slow_convs(step: Callable, state: Any, data: Sequence[Any],
                      idx: Sequence[np.ndarray], *, at_most: int = 0) -> bool:
   """Whether ``step`` has more than ``at_most`` convolutions on the CPU
   backend, where XLA runs a convolution's gradients inside a loop body far
-  slower than at top level (kernel gradients 10-37x, input gradients 3x;
-  forward convolutions alike: BENCHMARKS.md), so that a scanned chunk loses
-  to one dispatch per step (a float CNN step: 12x)."""
+  slower than at top level (kernel gradients 4-33x, input gradients 3x;
+  forward convolutions are not slowed: BENCHMARKS.md), so that a scanned
+  chunk loses to one dispatch per step (a float CNN step: 12x)."""
   if jax.default_backend() != "cpu":
     return False
   return conv_count(step, state, data, idx) > at_most

@@ -64,8 +64,8 @@ def max_pool_2x2(x: jax.Array) -> jax.Array:
 
   XLA's CPU backend runs the gradient of ``reduce_window`` max (a
   ``select_and_scatter``) slowly: on the 28x28 CNN at batch 256 the first
-  pool's forward and backward took 124 ms against 55 ms in torch eager, a
-  third of the float training step (BENCHMARKS.md, issue 12 item 5). Here
+  pool's forward and backward took 124 ms against 55 ms in torch eager,
+  over a third of the float training step (BENCHMARKS.md, issue 12 item 5). Here
   the forward is Flax's (fast) and the gradient is written out: each
   window's four values go to a trailing axis and the cotangent goes to the
   window's first maximum in row-major order (a one-hot of ``argmax``), as
