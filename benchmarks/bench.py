@@ -14,8 +14,8 @@ Usage::
     python benchmarks/bench.py --only step_ratio,steps,rte,seeds,memory
 
 Sections (``--only``; default ``step_ratio,quant_impl,torch,vmap_e2e,
-mnist_rte``): ``step_ratio`` (OEU / FT step time, projection share),
-``rte`` (unlearning / Retrain wall time on digits), ``seeds`` (N vmapped
+mnist_rte,sequential``): ``step_ratio`` (OEU / FT step time, projection
+share), ``rte`` (unlearning / Retrain wall time on digits), ``seeds`` (N vmapped
 seeds vs N sequential, library calls), ``steps`` (steps per second, float
 vs W4A8), ``memory`` (peak RSS, :mod:`memory`), ``quant_impl`` (W4A8 FT
 step through AQT's integer dot and through fake quantization with native
@@ -23,7 +23,8 @@ convolutions, ``QuantSpec.impl``, against float), ``torch`` (PyTorch eager
 against oeu_jax and both against the floor, :mod:`torch_side`), ``floor``
 (the JAX side of ``torch`` alone, ResNet-18 float FT; skipped when
 ``torch`` runs), ``vmap_e2e`` and ``mnist_rte`` (whole runs,
-:mod:`end_to_end`).
+:mod:`end_to_end`), ``sequential`` (an RL step, forget and retain kinds,
+against an OEU step: ``sequential_over_paired_step_cnn28``).
 
 Threads and pinning: ``torch`` and ``floor`` start one process per
 ``--threads`` setting (XLA fixes its thread pool at start-up). At 1 thread
@@ -41,7 +42,8 @@ object: ``oeu_over_ft_{cnn,resnet18}_w4a8``, ``w4a8_over_float_{cnn28,
 resnet18}`` (fake impl; ``w4a8_aqt_over_float_*``, ``aqt_over_fake_*``),
 ``torch_over_jax_{case}_{1core,2threads}``, ``{jax,torch}_over_floor_{case}
 _{1core,2threads}``, ``jax_over_floor_resnet18_float_ft`` (1 core),
-``vmap8_over_seq_end_to_end``, ``unlearn_over_retrain_mnist_class`` and
+``vmap8_over_seq_end_to_end``, ``sequential_over_paired_step_cnn28``,
+``unlearn_over_retrain_mnist_class`` and
 ``avg_gap_mnist_class`` (and ``..._stop`` with ``--mnist-stop-when``).
 ``--quick`` shrinks shapes (ResNet-18 at width 0.125-0.25, batches <= 64)
 and budgets: its figures only check that everything runs. Duration: the
@@ -87,9 +89,10 @@ from oeu_jax import unlearn  # noqa: E402
 from oeu_jax.runner import config as config_lib  # noqa: E402
 
 SECTIONS = ("step_ratio", "rte", "seeds", "steps", "memory", "quant_impl",
-            "torch", "floor", "vmap_e2e", "mnist_rte")
+            "torch", "floor", "vmap_e2e", "mnist_rte", "sequential")
 # What a plain ``bench.py`` runs: every key of the issue, no duplicates.
-DEFAULT = ("step_ratio", "quant_impl", "torch", "vmap_e2e", "mnist_rte")
+DEFAULT = ("step_ratio", "quant_impl", "torch", "vmap_e2e", "mnist_rte",
+           "sequential")
 
 
 # --------------------------------------------------------------------------
@@ -281,6 +284,40 @@ def bench_steps(args, rows, notes, table):
                   f"{timers['w4a8'].compile_s:.1f}"))
 
 
+def bench_sequential(args, rows, notes, figures):
+  """An RL step (the sequential schedule: forget steps, then retain steps,
+  each kind its own program) against an OEU step (paired) on the same
+  shapes: 28x28 W4A8 CNN, batch 256. One gradient against two, so the
+  ratio should sit near or below 1 (it was ~40 when the kind was chosen in
+  a ``lax.switch``)."""
+  batch, k = (64, 1) if args.quick else (256, 2)
+  bits = quantization.preset("w4a8")._replace(impl=args.quant_impl)
+  model, params, stats, udata = model_setup(
+      "cnn", bits, (28, 28, 1), n=2 * batch, forget=batch)
+  cfg = unlearn.UnlearnConfig(batch_size=batch)
+  rl = methods.build_method("rl", model)
+  timers = {
+      "oeu": StepTimer(methods.build_method("oeu", model), model, params,
+                       stats, udata, cfg, 10, k),
+      "rl_forget": StepTimer(rl, model, params, stats, udata, cfg, 10, k,
+                             kind=unlearn.FORGET),
+      "rl_retain": StepTimer(rl, model, params, stats, udata, cfg, 10, k,
+                             kind=unlearn.RETAIN)}
+  t = median_interleaved(timers, args.repeats)
+  per = {m: v / k for m, v in t.items()}
+  rl_step = (per["rl_forget"] + per["rl_retain"]) / 2
+  ratio = rl_step / per["oeu"]
+  figures["sequential_over_paired_step_cnn28"] = ratio
+  tag = f"cnn 28x28 w4a8 {args.quant_impl}, batch {batch}"
+  rows.append((f"RL step / OEU step ({tag})",
+               f"{ratio:.2f} (forget {fmt_s(per['rl_forget'])}, retain "
+               f"{fmt_s(per['rl_retain'])} / {fmt_s(per['oeu'])})",
+               "<= 1.0", ratio <= 1.0))
+  notes.append(f"compile ({tag}): OEU {timers['oeu'].compile_s:.1f} s, RL "
+               f"forget {timers['rl_forget'].compile_s:.1f} s, retain "
+               f"{timers['rl_retain'].compile_s:.1f} s")
+
+
 def bench_quant_impl(args, rows, notes, figures):
   """W4A8 FT step, impl "fake" and "aqt", against the float step."""
   cases = [("cnn28", "cnn", (28, 28, 1), 256, 2, {}),
@@ -404,6 +441,7 @@ def main(argv=None) -> int:
       "steps": lambda: bench_steps(args, rows, notes, steps),
       "memory": lambda: memory.bench_memory(args, rows, notes),
       "quant_impl": lambda: bench_quant_impl(args, rows, notes, figures),
+      "sequential": lambda: bench_sequential(args, rows, notes, figures),
       "torch": lambda: torch_side.side_by_side(
           args, rows, notes, figures, cases=cases, with_torch=True),
       "floor": lambda: torch_side.side_by_side(

@@ -38,12 +38,13 @@ def synthetic(shape, n: int, num_classes: int = 10, seed: int = 0):
 class StepTimer:
   """A compiled unlearning step of ``method`` run ``k`` times per call.
 
-  ``compiled`` is the executable (its ``cost_analysis()`` counts the FLOPs
+  ``kind`` is the step kind (:data:`oeu_jax.unlearn.PAIRED`, ``FORGET``
+  or ``RETAIN``). ``compiled`` is the executable (its ``cost_analysis()`` counts the FLOPs
   of one step); ``compile_s`` the seconds its compilation took.
   """
 
   def __init__(self, method, model, params, batch_stats, udata, config,
-               num_classes, k):
+               num_classes, k, kind=unlearn.PAIRED):
     state, tx = unlearn.init_state(method, model, params, batch_stats, udata,
                                    config=config, num_classes=num_classes,
                                    seed=0)
@@ -51,7 +52,7 @@ class StepTimer:
     fi, ri = unlearn.step_indices(nf, nr, config, 0, 0)
     self.args = (*udata, jnp.asarray(fi), jnp.asarray(ri))
     t0 = time.perf_counter()
-    self.compiled = jax.jit(unlearn.make_step(method, tx)).lower(
+    self.compiled = jax.jit(unlearn.make_step(method, tx, kind=kind)).lower(
         state, *self.args).compile()
     self.compile_s = time.perf_counter() - t0
     self.state, self.k = state, k

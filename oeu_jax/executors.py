@@ -9,6 +9,11 @@ input shape and time it; :class:`Programs` lets runs share what they
 compiled (another seed of the same shapes compiles nothing). One-lane runs
 use :class:`ScanExecutor`: ``lax.scan`` over a chunk of steps per dispatch,
 the finiteness flags and metrics of the chunk fetched in one transfer.
+A run with several step *kinds* (unlearning's forget, retain and paired
+steps) gives each kind its own program and dispatches by kind from the
+host: no step sits inside a compiled conditional (``lax.cond`` /
+``lax.switch``), where XLA's CPU backend runs a CNN's convolution gradients
+about 40x slower than at top level (BENCHMARKS.md).
 :class:`StepExecutor` (one dispatch per step) is used instead where
 :func:`loops_slow_convs`, and is the reference the scan is tested against:
 XLA compiles a loop body apart from a top-level program, so the two may
@@ -25,8 +30,10 @@ import hashlib
 import time
 from typing import Any
 from typing import Callable
+from typing import Mapping
 from typing import Optional
 from typing import Sequence
+from typing import Union
 
 import jax
 import jax.numpy as jnp
@@ -104,90 +111,146 @@ class Compiled:
     return fn(*args)
 
 
+def as_steps(step: Union[Callable, Mapping[Any, Callable]]) -> dict:
+  """``{kind: step}``: a mapping as is, one callable as the kind ``None``."""
+  return dict(step) if isinstance(step, Mapping) else {None: step}
+
+
+def runs(kinds: Sequence[Any]) -> list:
+  """``[(start, stop, kind), ...]``: maximal runs of equal ``kinds``."""
+  out = []
+  for i, k in enumerate(kinds):
+    if out and out[-1][2] == k:
+      out[-1] = (out[-1][0], i + 1, k)
+    else:
+      out.append((i, i + 1, k))
+  return out
+
+
 class StepExecutor:
   """One lane, one dispatch per step: ``step(state, *data, *indices(g))``.
 
   ``step`` is pure and returns ``(state, metrics)`` with a ``"finite"``
   entry; ``indices(g)`` gives step ``g``'s batch index arrays (a pure
-  function of the seed and ``g``).
+  function of the seed and ``g``). With several step kinds, ``step`` is a
+  mapping ``{kind: step}`` and ``kind_of(g)`` names step ``g``'s: each kind
+  is its own program, compiled at its first step, and the host dispatches
+  by kind (no kind is chosen inside a compiled conditional).
   """
 
-  def __init__(self, step: Callable, data: Sequence[Any],
+  def __init__(self, step: Union[Callable, Mapping[Any, Callable]],
+               data: Sequence[Any],
                indices: Callable[[int], Sequence[np.ndarray]], *,
+               kind_of: Optional[Callable[[int], Any]] = None,
                mesh=None, donate: bool = False,
                programs: Optional["Programs"] = None):
-    self._compiled = Compiled(step, programs=programs,
-                              donate_argnums=(0,) if donate else (),
-                              **mesh_lib.replicated_outputs(mesh))
+    kw = dict(programs=programs, donate_argnums=(0,) if donate else (),
+              **mesh_lib.replicated_outputs(mesh))
+    self._compiled = {k: Compiled(fn, **kw)
+                      for k, fn in as_steps(step).items()}
+    self._kind_of = kind_of or (lambda g: None)
     self._data, self._indices, self._mesh = tuple(data), indices, mesh
 
   @property
   def compile_seconds(self) -> float:
-    return self._compiled.compile_seconds
+    return sum(c.compile_seconds for c in self._compiled.values())
 
   def __call__(self, state, a: int, b: int, active: np.ndarray):
     rows = []
     for g in range(a, b):
       idx = [mesh_lib.shard_batch(self._mesh, i) for i in self._indices(g)]
-      state, m = self._compiled(state, *self._data, *idx)
+      state, m = self._compiled[self._kind_of(g)](state, *self._data, *idx)
       rows.append(jax.device_get(m))
     return state, {k: np.stack([r[k] for r in rows])[:, None]
                    for k in rows[0]}
 
 
+def masked_scan(step: Callable) -> Callable:
+  """``chunk(state, data, idx_seq, on_seq)``: ``lax.scan`` of ``step`` over
+  a chunk, a step whose ``on`` is False leaving the state as it was.
+
+  The padding steps of a short chunk are computed and their results dropped
+  by a select, not skipped by ``lax.cond``: XLA's CPU backend runs
+  convolution gradients inside a conditional tens of times slower than at
+  top level, and every chunk length runs the same loop body (the same bits).
+  """
+
+  def chunk(state, data, idx_seq, on_seq):
+    def body(s, xs):
+      idx, on = xs
+      new, m = step(s, *data, *idx)
+      return jax.tree.map(lambda n, o: jnp.where(on, n, o), new, s), m
+
+    return jax.lax.scan(body, state, (idx_seq, on_seq))
+
+  return chunk
+
+
 class ScanExecutor:
   """One lane, ``size`` steps per dispatch (``jax.lax.scan``).
 
-  The same contract as :class:`StepExecutor`; a chunk ``[a, b)`` shorter
-  than ``size`` is padded with steps that ``lax.cond`` skips, so one
-  program serves every chunk. Batch indices of the chunk travel as
-  ``(size, ...)`` arrays, metrics come back stacked, one transfer per chunk.
-  ``programs`` (:class:`Programs`) shares the executable with other runs.
+  The same contract as :class:`StepExecutor`, kinds included: a chunk is
+  cut into runs of one kind, and each run goes through its kind's scanned
+  program, ``sizes[kind]`` steps per dispatch (default ``size``; capped by
+  ``size``), the last dispatch of a run padded with steps whose results are
+  dropped (:func:`masked_scan`), so one program serves every run of a
+  kind. ``sizes`` may be a callable returning the mapping, called at the
+  first dispatch. Batch indices of a dispatch travel as ``(steps, ...)``
+  arrays, metrics come back stacked, one transfer per dispatch.
+  ``programs`` (:class:`Programs`) shares the executables with other runs.
   """
 
-  def __init__(self, step: Callable, data: Sequence[Any],
+  def __init__(self, step: Union[Callable, Mapping[Any, Callable]],
+               data: Sequence[Any],
                indices: Callable[[int], Sequence[np.ndarray]], *, size: int,
+               kind_of: Optional[Callable[[int], Any]] = None,
+               sizes: Union[None, Mapping, Callable[[], Mapping]] = None,
                mesh=None, donate: bool = False,
                programs: Optional[Programs] = None):
     if size < 1:
       raise ValueError(f"size must be >= 1, got {size}")
-
-    def chunk(state, data, idx_seq, on_seq):
-      def body(s, xs):
-        idx, on = xs
-        run = lambda s: step(s, *data, *idx)  # noqa: E731
-        shapes = jax.eval_shape(run, s)[1]
-        skip = lambda s: (s, jax.tree.map(  # noqa: E731
-            lambda v: jnp.zeros(v.shape, v.dtype), shapes))
-        return jax.lax.cond(on, run, skip, s)
-
-      return jax.lax.scan(body, state, (idx_seq, on_seq))
-
-    self._compiled = Compiled(chunk, programs=programs,
-                              donate_argnums=(0,) if donate else (),
-                              **mesh_lib.replicated_outputs(mesh))
+    kw = dict(programs=programs, donate_argnums=(0,) if donate else (),
+              **mesh_lib.replicated_outputs(mesh))
+    self._compiled = {k: Compiled(masked_scan(fn), **kw)
+                      for k, fn in as_steps(step).items()}
+    self._kind_of = kind_of or (lambda g: None)
+    self._sizes = sizes
     self._data, self._indices, self._mesh = tuple(data), indices, mesh
     self.size = int(size)
 
   @property
   def compile_seconds(self) -> float:
-    return self._compiled.compile_seconds
+    return sum(c.compile_seconds for c in self._compiled.values())
+
+  def size_of(self, kind) -> int:
+    """Steps per dispatch of ``kind``'s program."""
+    if callable(self._sizes):
+      self._sizes = self._sizes()
+    return max(1, min(self.size, (self._sizes or {}).get(kind, self.size)))
 
   def __call__(self, state, a: int, b: int, active: np.ndarray):
     if b - a > self.size or not np.all(active):
       raise ValueError(f"a chunk of one lane's own steps of at most "
                        f"{self.size} steps, got [{a}, {b})")
+    parts = []
+    for r0, r1, kind in runs([self._kind_of(g) for g in range(a, b)]):
+      n = self.size_of(kind)
+      for c in range(a + r0, a + r1, n):
+        state, m = self._dispatch(state, kind, c, min(c + n, a + r1), n)
+        parts.append(m)
+    return state, {k: np.concatenate([p[k] for p in parts])
+                   for k in parts[0]}
+
+  def _dispatch(self, state, kind, a: int, b: int, n: int):
     rows = [tuple(np.asarray(v) for v in self._indices(g))
             for g in range(a, b)]
-    rows += [tuple(np.zeros_like(v) for v in rows[0])] * (
-        self.size - len(rows))
+    rows += [tuple(np.zeros_like(v) for v in rows[0])] * (n - len(rows))
     idx_seq = tuple(mesh_lib.shard_batch(self._mesh, np.stack(part),
                                          axis=np.ndim(part[0]))
                     if np.ndim(part[0]) else jnp.asarray(np.stack(part))
                     for part in zip(*rows))
-    on = mesh_lib.replicate(self._mesh,
-                            jnp.asarray(np.arange(self.size) < b - a))
-    state, m = self._compiled(state, self._data, idx_seq, on)
+    on = mesh_lib.replicate(self._mesh, jnp.asarray(np.arange(n) < b - a))
+    state, m = self._compiled[kind](state, self._data, idx_seq, on)
     return state, {k: np.asarray(v)[:b - a, None]
                    for k, v in jax.device_get(m).items()}
 

@@ -27,9 +27,11 @@ import logging
 import time
 from typing import Any
 from typing import Callable
+from typing import Mapping
 from typing import NamedTuple
 from typing import Optional
 from typing import Sequence
+from typing import Union
 
 import jax
 import numpy as np
@@ -294,7 +296,8 @@ def run(execute: Callable, state: Any, *, starts: Sequence[int],
   return Outcome(state, seconds, compile_s, metrics, skipped, stopped)
 
 
-def run_one(step: Callable, state: Any, data: Sequence[Any],
+def run_one(step: Union[Callable, Mapping[Any, Callable]], state: Any,
+            data: Sequence[Any],
             indices: Callable[[int], Sequence[np.ndarray]], *, total: int,
             checkpoint_dir: Optional[str], checkpoint_every: int,
             skip_nonfinite: bool, failure: Callable[[int], str], mesh=None,
@@ -302,7 +305,9 @@ def run_one(step: Callable, state: Any, data: Sequence[Any],
             desc: str = "run",
             stop: Optional[Callable[[Any, int], bool]] = None,
             stop_every: int = 0, chunk: Optional[int] = None,
-            programs: Optional[executors.Programs] = None) -> Outcome:
+            programs: Optional[executors.Programs] = None,
+            kind_of: Optional[Callable[[int], Any]] = None,
+            kind_sizes: Optional[Callable[[], Mapping]] = None) -> Outcome:
   """:func:`run` for one lane with a
   :class:`~oeu_jax.executors.ScanExecutor`.
 
@@ -314,21 +319,27 @@ def run_one(step: Callable, state: Any, data: Sequence[Any],
   :data:`CHUNK`, or one dispatch per step (a
   :class:`~oeu_jax.executors.StepExecutor`) where
   :func:`~oeu_jax.executors.loops_slow_convs`. ``donate`` donates
-  ``state``'s buffers.
+  ``state``'s buffers. With several step kinds, ``step`` is ``{kind:
+  step}``, ``kind_of(g)`` names step ``g``'s kind and ``kind_sizes()``
+  gives each kind's longest run of steps (the executors' contract).
   """
   if chunk is not None and chunk < 1:
     raise ValueError(f"chunk must be >= 1, got {chunk}")
   start = int(state.step)
+  first = executors.as_steps(step)[(kind_of or (lambda g: None))(
+      min(start, max(total - 1, 0)))]
   if chunk is None and start < total and executors.loops_slow_convs(
-      step, state, data, indices(start)):
-    execute = executors.StepExecutor(step, data, indices, mesh=mesh,
-                                     donate=donate, programs=programs)
+      first, state, data, indices(start)):
+    execute = executors.StepExecutor(step, data, indices, kind_of=kind_of,
+                                     mesh=mesh, donate=donate,
+                                     programs=programs)
     size = 1
   else:
     size = min([chunk or CHUNK, max(total, 1)] + [
         e for e in (checkpoint_every if checkpoint_dir is not None else 0,
                     stop_every if stop is not None else 0) if e > 0])
     execute = executors.ScanExecutor(step, data, indices, size=size,
+                                     kind_of=kind_of, sizes=kind_sizes,
                                      mesh=mesh, donate=donate,
                                      programs=programs)
   return run(execute, state, starts=[start], totals=[total],

@@ -171,71 +171,125 @@ def _stack_indices(per_step):
 
 
 class _Executor:
-  """``one_step`` vmapped over lanes and scanned over a chunk of steps.
+  """A lane's step kinds vmapped over lanes, scanned over runs of steps.
 
-  ``one_step(state, data, idx) -> (state, metrics)`` is one lane's pure
-  step; an inactive lane's state passes through unchanged.
+  ``steps`` is ``{kind: one_step}`` (:func:`oeu_jax.executors.as_steps`),
+  ``one_step(state, data, idx) -> (state, metrics)`` one lane's pure step;
+  a lane masked off keeps its state (a select, not ``lax.cond``).
   ``indices(lane, g)`` gives lane ``lane``'s batch index arrays at step
-  ``g`` (computed on the host as the sequential loops do). Where one
-  lane's step has more than :data:`SCANNED_CONVS` convolutions on the CPU
-  backend (:func:`oeu_jax.executors.loops_slow_convs`: XLA runs
-  convolution gradients inside a loop body many times slower than at top
-  level) each step of the chunk is its own dispatch of the vmapped step,
-  as :class:`oeu_jax.executors.StepExecutor` does for one lane.
+  ``g`` and ``kind_of(lane, g)`` its step kind (both computed on the host
+  as the sequential loops do). Each kind is its own program, dispatched by
+  the host: the steps of a chunk are cut into runs over which every lane
+  keeps its kind, and a run goes, kind by kind, through that kind's scanned
+  program (``sizes[kind]`` steps a dispatch, padded with masked-off steps),
+  the lanes of the other kinds masked off. Where one lane's step has more
+  than :data:`SCANNED_CONVS` convolutions on the CPU backend
+  (:func:`oeu_jax.executors.loops_slow_convs`: XLA runs convolution
+  gradients inside a loop body many times slower than at top level) each
+  step is its own dispatch of the vmapped step, as
+  :class:`oeu_jax.executors.StepExecutor` does for one lane.
   """
 
-  def __init__(self, one_step: Callable, data: Any, data_axes: Any,
+  def __init__(self, steps: Any, data: Any, data_axes: Any,
                indices: Callable[[int, int], tuple], *, mesh,
-               seedwise: bool,
+               seedwise: bool, cap: int, kind_of=None, sizes=None,
                programs: Optional[executors.Programs] = None):
-    def masked(state, d, idx, active):
-      new, m = one_step(state, d, idx)
-      return jax.tree.map(lambda a, b: jnp.where(active, a, b), new,
-                          state), m
-
-    self._vstep = jax.vmap(seedwise_conv.seedwise_convs(masked) if seedwise
-                           else masked, in_axes=(0, data_axes, 0, 0))
-
-    def chunk(state, d, idx_seq, active_seq):
-      return jax.lax.scan(lambda s, xs: self._vstep(s, d, *xs), state,
-                          (idx_seq, active_seq))
-
     kw = dict(donate_argnums=(0,), programs=programs,
               **mesh_lib.replicated_outputs(mesh))
-    self._chunk = executors.Compiled(chunk, **kw)
-    self._step = executors.Compiled(self._vstep, **kw)
-    self._one = one_step
+    self._one = executors.as_steps(steps)
+    self._chunk, self._step = {}, {}
+    for kind, one in self._one.items():
+      def masked(state, d, idx, active, one=one):
+        new, m = one(state, d, idx)
+        return jax.tree.map(lambda a, b: jnp.where(active, a, b), new,
+                            state), m
+
+      vstep = jax.vmap(seedwise_conv.seedwise_convs(masked) if seedwise
+                       else masked, in_axes=(0, data_axes, 0, 0))
+
+      def chunk(state, d, idx_seq, active_seq, vstep=vstep):
+        return jax.lax.scan(lambda s, xs: vstep(s, d, *xs), state,
+                            (idx_seq, active_seq))
+
+      self._chunk[kind] = executors.Compiled(chunk, **kw)
+      self._step[kind] = executors.Compiled(vstep, **kw)
     self._per_step = None  # Decided at the first call (needs the shapes).
     self._data, self._data_axes = data, data_axes
     self._indices, self._mesh = indices, mesh
+    self._kind_of = kind_of or (lambda i, g: None)
+    self._sizes, self._cap = sizes, int(cap)
 
   @property
   def compile_seconds(self) -> float:
-    return self._chunk.compile_seconds + self._step.compile_seconds
+    return sum(c.compile_seconds for c in (*self._chunk.values(),
+                                           *self._step.values()))
+
+  def _size(self, kind) -> int:
+    """Steps per scanned dispatch of ``kind``: its longest run, at most
+    ``cap`` (one program per kind, whatever the chunk)."""
+    if callable(self._sizes):
+      self._sizes = self._sizes()
+    return max(1, min(self._cap, (self._sizes or {}).get(kind, self._cap)))
 
   def __call__(self, state, a: int, b: int, active: np.ndarray):
-    per_step = [[self._indices(i, g) if active[k, i] else None
-                 for i in range(active.shape[1])]
-                for k, g in enumerate(range(a, b))]
-    idx_seq = jax.tree.map(
-        lambda v: mesh_lib.shard_batch(self._mesh, v, axis=v.ndim - 1),
-        _stack_indices(per_step))
-    active_seq = mesh_lib.replicate(self._mesh, jnp.asarray(active))
+    lanes = range(active.shape[1])
+    kinds = [tuple(self._kind_of(i, g) if active[k, i] else _OFF
+                   for i in lanes) for k, g in enumerate(range(a, b))]
+    idx_all = _stack_indices([[self._indices(i, g) if active[k, i] else None
+                               for i in lanes]
+                              for k, g in enumerate(range(a, b))])
     if self._per_step is None:  # On lane 0's step (one lane's jaxpr).
-      lane = lambda t: jax.tree.map(lambda v: v[0], t)  # noqa: E731
+      j = int(np.argmax(active[0]))
+      one = self._one[kinds[0][j]]
+      lane = lambda t: jax.tree.map(lambda v: v[j], t)  # noqa: E731
       self._per_step = executors.loops_slow_convs(
-          self._one, lane(state), (self._data if self._data_axes is None
-                                   else lane(self._data),),
-          (lane(lane(idx_seq)),), at_most=SCANNED_CONVS)
-    if not self._per_step:
-      state, m = self._chunk(state, self._data, idx_seq, active_seq)
-      return state, jax.device_get(m)
-    rows = []
-    for k in range(b - a):
-      idx = jax.tree.map(lambda v, k=k: v[k], idx_seq)
-      state, m = self._step(state, self._data, idx, active_seq[k])
-      rows.append(jax.device_get(m))
-    return state, {key: np.stack([r[key] for r in rows]) for key in rows[0]}
+          one, lane(state), (self._data if self._data_axes is None
+                             else lane(self._data),),
+          (tuple(v[0, j] for v in idx_all),), at_most=SCANNED_CONVS)
+    out = None
+    for r0, r1, row in executors.runs(kinds):
+      for kind in sorted(set(row) - {_OFF}, key=repr):
+        on = np.asarray([k == kind for k in row])
+        n = 1 if self._per_step else self._size(kind)
+        for c in range(r0, r1, n):
+          e = min(c + n, r1)
+          state, m = self._dispatch(state, kind, idx_all, c, e, n, on)
+          out = _merge(out, m, c, on, b - a)
+    return state, out
+
+  def _dispatch(self, state, kind, idx_all, c: int, e: int, n: int,
+                on: np.ndarray):
+    pad = n - (e - c)
+    idx = tuple(np.concatenate([v[c:e], np.zeros((pad,) + v.shape[1:],
+                                                 v.dtype)]) for v in idx_all)
+    mask = np.zeros((n, len(on)), bool)
+    mask[:e - c] = on[None]
+    idx = jax.tree.map(
+        lambda v: mesh_lib.shard_batch(self._mesh, v, axis=v.ndim - 1), idx)
+    mask = mesh_lib.replicate(self._mesh, jnp.asarray(mask))
+    if self._per_step:
+      state, m = self._step[kind](state, self._data,
+                                  tuple(v[0] for v in idx), mask[0])
+      return state, {k: np.asarray(v)[None] for k, v in
+                     jax.device_get(m).items()}
+    state, m = self._chunk[kind](state, self._data, idx, mask)
+    return state, {k: np.asarray(v)[:e - c] for k, v in
+                   jax.device_get(m).items()}
+
+
+_OFF = "off"  # The kind of a lane that does not run a step.
+
+
+def _merge(out, m: dict, c: int, on: np.ndarray, steps: int) -> dict:
+  """Writes ``m`` (metrics of steps ``c, c+1, ...``) into ``out`` (``(steps,
+  lanes)`` per metric) for the lanes ``on``."""
+  if out is None:
+    out = {k: np.zeros((steps,) + np.shape(v)[1:], np.asarray(v).dtype)
+           for k, v in m.items()}
+  for k, v in m.items():
+    rows = slice(c, c + len(v))
+    out[k][rows] = np.where(on, v, out[k][rows])
+  return out
 
 
 def _drive(one_step: Callable, states: list, datas: list, indices: Callable,
@@ -243,8 +297,14 @@ def _drive(one_step: Callable, states: list, datas: list, indices: Callable,
            config, mesh, seedwise_convs: Optional[bool], progress: bool,
            desc: str, seeds: list, what: str,
            stop: Optional[Callable[[int, Any], bool]] = None,
-           programs: Optional[executors.Programs] = None) -> dict:
+           programs: Optional[executors.Programs] = None,
+           kind_of: Optional[Callable[[int, int], Any]] = None,
+           sizes: Optional[Callable[[], dict]] = None) -> dict:
   """Runs the pending lanes, one vmapped program per step count.
+
+  ``one_step(st, d, idx, total)`` is a lane's step, or ``{kind: one_step}``
+  with ``kind_of(lane, g)`` naming lane ``lane``'s kind at step ``g`` and
+  ``sizes()`` each kind's longest run (see :class:`_Executor`).
 
   ``datas[i]`` is lane ``i``'s data, or all ``None`` but ``datas[0]`` when
   every lane shares one copy. Returns ``{lane: (state, seconds,
@@ -265,16 +325,23 @@ def _drive(one_step: Callable, states: list, datas: list, indices: Callable,
       data, data_axes = stack_trees([datas[i] for i in group]), 0
     state = stack_trees([states[i] for i in group])
     state, data = mesh_lib.replicate(mesh, (state, data))
-    execute = _Executor(
-        lambda st, d, idx: one_step(st, d, idx, total), data, data_axes,
-        lambda j, g: indices(group[j], g), mesh=mesh, seedwise=seedwise,
-        programs=programs)
     dirs_g = [dirs[i] for i in group]
+    chunk = config.checkpoint_every if any(dirs_g) else MAX_CHUNK
+    stop_every = getattr(config, "stop_every", 0) if stop else 0
+    steps = {k: (lambda st, d, idx, f=f, t=total: f(st, d, idx, t))
+             for k, f in executors.as_steps(one_step).items()}
+    execute = _Executor(
+        steps if isinstance(one_step, dict) else steps[None], data,
+        data_axes, lambda j, g: indices(group[j], g), mesh=mesh,
+        seedwise=seedwise, programs=programs,
+        cap=min([chunk, total] + ([stop_every] if stop_every else [])),
+        kind_of=(None if kind_of is None else
+                 lambda j, g, group=group: kind_of(group[j], g)),
+        sizes=sizes)
     res = loop.run(
         execute, state, starts=[starts[i] for i in group],
         totals=[total] * len(group), checkpoint_dirs=dirs_g,
-        checkpoint_every=config.checkpoint_every,
-        chunk=config.checkpoint_every if any(dirs_g) else MAX_CHUNK,
+        checkpoint_every=config.checkpoint_every, chunk=chunk,
         lane=unstack, skip_nonfinite=config.skip_nonfinite,
         failure=lambda j, s: (f"{desc} (seed {seeds[group[j]]}): non-finite "
                               f"{what} at step {s}"),
@@ -386,21 +453,33 @@ def unlearn_seeds(method: methods_lib.Method, model,
   datas = ([data_list[pending[0]]] + [None] * (n - 1) if shared
            else list(data_list))
 
-  def one_step(st, d, idx, total):
-    tx = method.make_tx(
-        optax.cosine_decay_schedule(config.lr, max(total, 1)),
-        st.method_state)
-    step = unlearn_lib.make_step(method, tx,
-                                 skip_nonfinite=config.skip_nonfinite,
-                                 kinds=unlearn_lib.step_kinds(config))
-    return step(st, *d, *idx)
+  def one_step(kind):
+    def fn(st, d, idx, total):
+      tx = method.make_tx(
+          optax.cosine_decay_schedule(config.lr, max(total, 1)),
+          st.method_state)
+      step = unlearn_lib.make_step(method, tx,
+                                   skip_nonfinite=config.skip_nonfinite,
+                                   kind=kind)
+      return step(st, *d, *idx)
+    return fn
 
   def indices(i, g):
     nf, nr = sizes[i]
     return unlearn_lib.step_indices(nf, nr, config, seeds[i], g)
 
+  def kind_of(i, g):
+    nf, nr = sizes[i]
+    return unlearn_lib.step_kind(nf, nr, config, g, method.paired_kind)
+
+  def kind_sizes():
+    runs = [unlearn_lib.kind_runs(*sizes[i], config, method.paired_kind)
+            for i in pending]
+    return {k: max(r.get(k, 0) for r in runs) for k in unlearn_lib.KINDS}
+
   checks = [unlearn_lib.stop_check(model, config, d) for d in data_list]
-  ran = _drive(one_step, states, datas, indices, lanes=pending,
+  ran = _drive({k: one_step(k) for k in unlearn_lib.KINDS}, states, datas,
+               indices, lanes=pending, kind_of=kind_of, sizes=kind_sizes,
                starts=starts, totals=totals, dirs=dirs, config=config,
                mesh=mesh, seedwise_convs=seedwise_convs, progress=progress,
                desc=method.name, seeds=seeds, what="loss or update",

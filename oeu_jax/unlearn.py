@@ -15,7 +15,10 @@ A *schedule* says which batches each step sees (``UnlearnConfig.schedule``;
 * ``"forget_only"``: D_f only (GA); ``"retain_only"``: D_r only (FT, l1).
 
 In a forget-only step the method sees ``retain=None``, in a retain-only
-step ``forget=None``. Batch order is a pure function of ``(seed, epoch)``,
+step ``forget=None``. Each step *kind* (paired, forget, retain) is its own
+compiled program, and the host picks a step's kind (:func:`step_kind`):
+no kind is chosen inside a compiled conditional, where XLA's CPU backend
+runs a CNN's convolution gradients about 40x slower than at top level. Batch order is a pure function of ``(seed, epoch)``,
 the step's rng is ``fold_in(key, step)``, and the state is one pytree: a run
 resumed from a checkpoint is bit-identical to an uninterrupted one. Citations
 of the reference schedules: ``experiments/REFERENCES.md``.
@@ -24,6 +27,7 @@ of the reference schedules: ``experiments/REFERENCES.md``.
 import dataclasses
 import math
 from typing import Any
+from typing import Callable
 from typing import NamedTuple
 from typing import Optional
 
@@ -45,7 +49,9 @@ Array = jax.Array
 PAIRINGS = ("max", "forget")
 SCHEDULES = ("paired", "sequential", "forget_only", "retain_only")
 # Step kinds: which batches a step sees.
-PAIRED, FORGET, RETAIN = 0, 1, 2
+PAIRED, FORGET, RETAIN = (methods_lib.base.PAIRED, methods_lib.base.FORGET,
+                          methods_lib.base.RETAIN)
+KINDS = (PAIRED, FORGET, RETAIN)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -207,13 +213,6 @@ def steps_per_epoch(num_forget: int, num_retain: int,
   return sum(c for _, c in epoch_plan(num_forget, num_retain, config, 0))
 
 
-def step_kinds(config: UnlearnConfig) -> tuple:
-  """The step kinds a schedule uses."""
-  return {None: (PAIRED,), "paired": (PAIRED,), "forget_only": (FORGET,),
-          "retain_only": (RETAIN,),
-          "sequential": (FORGET, RETAIN)}[config.schedule]
-
-
 def cycled_indices(n: int, batch: int, seed: int, epoch: int, k: int,
                    stream: int) -> np.ndarray:
   """Batch ``k`` of an epoch over a set of size ``n``, cycling the set.
@@ -253,50 +252,68 @@ def _locate(num_forget: int, num_retain: int, config: UnlearnConfig,
 
 def step_indices(num_forget: int, num_retain: int, config: UnlearnConfig,
                  seed: int, step: int) -> tuple:
-  """Batch indices of unlearning step ``step``.
+  """Batch indices ``(forget, retain)`` of unlearning step ``step``.
 
-  Paired: ``(forget, retain)``. Other schedules: ``(forget, retain,
-  kind)``, the batch the step does not see filled with zeros and ``kind``
-  a ``(1,)`` int32 array (:data:`FORGET` or :data:`RETAIN`).
+  Under the sequential and one-set schedules the batch the step does not
+  see is zeros (never read: see :func:`step_kind`).
   """
   bf, br, _, _ = _batches(num_forget, num_retain, config)
   epoch, kind, k = _locate(num_forget, num_retain, config, step)
-  if kind == PAIRED:
-    return (cycled_indices(num_forget, bf, seed, epoch, k, 1),
-            cycled_indices(num_retain, br, seed, epoch, k, 2))
-  f = (cycled_indices(num_forget, bf, seed, epoch, k, 1) if kind == FORGET
+  f = (cycled_indices(num_forget, bf, seed, epoch, k, 1) if kind != RETAIN
        else np.zeros((bf,), np.int32))
-  r = (cycled_indices(num_retain, br, seed, epoch, k, 2) if kind == RETAIN
+  r = (cycled_indices(num_retain, br, seed, epoch, k, 2) if kind != FORGET
        else np.zeros((br,), np.int32))
-  return f, r, np.array([kind], np.int32)
+  return f, r
+
+
+def step_kind(num_forget: int, num_retain: int, config: UnlearnConfig,
+              step: int, paired_kind: Optional[Callable] = None) -> int:
+  """The kind of unlearning step ``step`` (:data:`PAIRED`, :data:`FORGET`
+  or :data:`RETAIN`): which batches the method sees. ``paired_kind`` is the
+  method's (``Method.paired_kind``), used under the paired schedule."""
+  kind = _locate(num_forget, num_retain, config, step)[1]
+  if kind == PAIRED and paired_kind is not None:
+    return int(paired_kind(step, steps_per_epoch(num_forget, num_retain,
+                                                 config)))
+  return kind
+
+
+def kind_runs(num_forget: int, num_retain: int, config: UnlearnConfig,
+              paired_kind: Optional[Callable] = None) -> dict:
+  """``{kind: longest run of consecutive steps of that kind}`` over the
+  whole run: the scanned executors size each kind's program to it."""
+  total = num_steps(num_forget, num_retain, config)
+  runs, prev, length = {}, None, 0
+  for g in range(total):
+    kind = step_kind(num_forget, num_retain, config, g, paired_kind)
+    length = length + 1 if kind == prev else 1
+    prev = kind
+    runs[kind] = max(runs.get(kind, 0), length)
+  return runs
 
 
 def make_step(method: methods_lib.Method, tx: optax.GradientTransformation,
-              *, skip_nonfinite: bool = False, kinds: tuple = (PAIRED,)):
-  """The pure unlearning step ``(state, fx, fy, rx, ry, *idx) -> state, m``.
+              *, skip_nonfinite: bool = False, kind: int = PAIRED):
+  """The pure unlearning step ``(state, fx, fy, rx, ry, fi, ri) -> state,
+  m`` of one kind.
 
-  ``idx`` is what :func:`step_indices` gives: ``(fi, ri)`` for the paired
-  schedule (``kinds=(PAIRED,)``), ``(fi, ri, kind)`` otherwise; the method
-  then sees ``None`` for the batch the step's kind does not visit (one
-  ``lax.switch`` when a schedule has two kinds). With ``skip_nonfinite``, a
-  step whose update or metrics are not finite returns the input state with
-  only ``step`` advanced.
+  ``(fi, ri)`` is what :func:`step_indices` gives; the method sees ``None``
+  for the batch the step's ``kind`` does not visit (:data:`FORGET`: no
+  retain batch, :data:`RETAIN`: no forget batch). With ``skip_nonfinite``,
+  a step whose update or metrics are not finite returns the input state
+  with only ``step`` advanced.
   """
+  if kind not in KINDS:
+    raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
 
-  def step(state: UnlearnState, fx, fy, rx, ry, f_idx, r_idx, kind=None):
-    fb = methods_lib.Batch(fx[f_idx], fy[f_idx], f_idx)
-    rb = methods_lib.Batch(rx[r_idx], ry[r_idx], r_idx)
+  def step(state: UnlearnState, fx, fy, rx, ry, f_idx, r_idx):
+    fb = (None if kind == RETAIN else
+          methods_lib.Batch(fx[f_idx], fy[f_idx], f_idx))
+    rb = (None if kind == FORGET else
+          methods_lib.Batch(rx[r_idx], ry[r_idx], r_idx))
     rng = jax.random.fold_in(state.rng, state.step)
-    args = (state.params, state.batch_stats, state.method_state)
-    if kinds == (PAIRED,):
-      out = method.grads(*args, fb, rb, rng, state.step)
-    else:
-      branches = [
-          lambda k=k: method.grads(*args, None if k == RETAIN else fb,
-                                   None if k == FORGET else rb, rng,
-                                   state.step) for k in kinds]
-      out = (branches[0]() if len(kinds) == 1 else jax.lax.switch(
-          jnp.searchsorted(jnp.asarray(kinds), kind[0]), branches))
+    out = method.grads(state.params, state.batch_stats, state.method_state,
+                       fb, rb, rng, state.step)
     updates, opt_state = tx.update(out.grads, state.opt_state, state.params,
                                    **out.extra)
     params = optax.apply_updates(state.params, updates)
@@ -314,6 +331,14 @@ def make_step(method: methods_lib.Method, tx: optax.GradientTransformation,
     return new_state, metrics
 
   return step
+
+
+def make_steps(method: methods_lib.Method, tx: optax.GradientTransformation,
+               *, skip_nonfinite: bool = False) -> dict:
+  """``{kind: make_step(..., kind=kind)}`` for every kind; an executor
+  compiles only the kinds its run reaches."""
+  return {k: make_step(method, tx, skip_nonfinite=skip_nonfinite, kind=k)
+          for k in KINDS}
 
 
 class UnlearnData(NamedTuple):
@@ -424,10 +449,12 @@ def unlearn(method: methods_lib.Method, model, params, batch_stats,
   state = jax.tree.map(
       lambda a: jnp.copy(a) if isinstance(a, jax.Array) else a, state)
   nf, nr = len(data.forget_y), len(data.retain_y)
+  pk = method.paired_kind
   out = loop.run_one(
-      make_step(method, tx, skip_nonfinite=config.skip_nonfinite,
-                kinds=step_kinds(config)), state, data,
-      lambda s: step_indices(nf, nr, config, seed, s), total=total,
+      make_steps(method, tx, skip_nonfinite=config.skip_nonfinite), state,
+      data, lambda s: step_indices(nf, nr, config, seed, s), total=total,
+      kind_of=lambda s: step_kind(nf, nr, config, s, pk),
+      kind_sizes=lambda: kind_runs(nf, nr, config, pk),
       checkpoint_dir=checkpoint_dir, checkpoint_every=config.checkpoint_every,
       skip_nonfinite=config.skip_nonfinite,
       failure=lambda s: (f"{method.name}: non-finite loss or update at "

@@ -29,8 +29,11 @@ def _cfg(schedule, **kw):
 
 
 def _plan(cfg, seed=0):
+  """``[(forget, retain, kind), ...]``, the kind a ``(1,)`` array."""
   total = unlearn.num_steps(NF, NR, cfg)
-  return [unlearn.step_indices(NF, NR, cfg, seed, s) for s in range(total)]
+  return [(*unlearn.step_indices(NF, NR, cfg, seed, s),
+           np.array([unlearn.step_kind(NF, NR, cfg, s)]))
+          for s in range(total)]
 
 
 def test_forget_only_never_touches_the_retain_set():
@@ -78,15 +81,15 @@ def test_sequential_forget_epochs_drops_later_forget_passes():
 def test_paired_is_unchanged_and_cycles_the_smaller_set():
   cfg = _cfg(None)
   plan = _plan(cfg)
-  assert all(len(p) == 2 for p in plan)  # (forget, retain): no kind.
+  assert all(k[0] == unlearn.PAIRED for _, _, k in plan)
   assert len(plan) == 3 * 6  # max(ceil(10/4), ceil(23/4)) per epoch.
-  first = np.concatenate([f for f, _ in plan[:6]])
+  first = np.concatenate([f for f, _, _ in plan[:6]])
   assert len(first) == 24 and set(first) == set(range(NF))
 
 
 def test_forget_batch_size_is_separate():
   cfg = _cfg("sequential", forget_batch_size=8)
-  f, _, _ = unlearn.step_indices(NF, NR, cfg, 0, 0)
+  f, _ = unlearn.step_indices(NF, NR, cfg, 0, 0)
   assert len(f) == 8
   assert unlearn.steps_per_epoch(NF, NR, cfg) == 2 + 6
 

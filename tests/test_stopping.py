@@ -93,7 +93,7 @@ def test_a_met_rule_ends_the_run_on_a_prefix_of_the_full_run(tiny):
   cfg = unlearn.resolve(_cfg(), ga)
   state, tx = unlearn.init_state(ga, model, params, bs, data, config=cfg,
                                  num_classes=K, seed=0)
-  step = jax.jit(unlearn.make_step(ga, tx, kinds=unlearn.step_kinds(cfg)))
+  step = jax.jit(unlearn.make_step(ga, tx, kind=unlearn.FORGET))
   for g in range(2):
     state, _ = step(state, *data, *unlearn.step_indices(NF, NR, cfg, 0, g))
   np.testing.assert_array_equal(

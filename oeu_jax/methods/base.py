@@ -33,6 +33,12 @@ from oeu_jax import train as train_lib
 
 Array = jax.Array
 
+# Step kinds: which batches a step sees. The host loop picks a step's kind
+# and dispatches that kind's compiled program (:mod:`oeu_jax.unlearn`); no
+# kind is chosen inside a compiled conditional, where XLA's CPU backend runs
+# convolution gradients tens of times slower than at top level.
+PAIRED, FORGET, RETAIN = 0, 1, 2
+
 
 class Batch(NamedTuple):
   """A batch of one set; ``idx`` is each example's position in that set."""
@@ -80,6 +86,10 @@ class Method(NamedTuple):
       one).
     forget_epochs: with the sequential schedule, D_f passes only in the
       first this many epochs (SCRUB's ``msteps``); None: every epoch.
+    paired_kind: under the paired schedule, ``(step, steps_per_epoch) ->``
+      :data:`PAIRED`, :data:`FORGET` or :data:`RETAIN` (host integers): the
+      batches step ``step`` hands to ``grads`` (SCRUB alternates max and min
+      steps); None: every paired step sees both batches.
   """
   name: str
   prepare: Callable[[PrepareInputs], Any]
@@ -89,6 +99,7 @@ class Method(NamedTuple):
   schedules: tuple = ("paired",)
   forget_batch_size: Optional[int] = None
   forget_epochs: Optional[int] = None
+  paired_kind: Optional[Callable[[int, int], int]] = None
 
 
 # --------------------------------------------------------------------------

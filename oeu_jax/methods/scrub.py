@@ -69,8 +69,11 @@ def scrub(model, config: SCRUBConfig = SCRUBConfig(),
   batch of 512, a forget step being a max step and a retain step a min step.
   Under the paired schedule (one forget and one retain batch per step),
   during the first ``msteps`` epochs even steps are max steps and odd steps
-  min steps, then every step is a min step; ``lax.cond`` runs only the
-  chosen branch.
+  min steps, then every step is a min step: the loop picks the kind on the
+  host (``Method.paired_kind``) and hands the max step only the forget batch,
+  the min step only the retain batch, so no conditional is compiled around
+  the gradients. ``grads`` called directly with both batches picks the
+  branch with ``lax.cond``.
 
   References:
     Kurmanji et al., Towards Unbounded Machine Unlearning,
@@ -129,8 +132,13 @@ def scrub(model, config: SCRUBConfig = SCRUBConfig(),
                            {"forget_kl": kl_f, "retain_loss": ce_r,
                             "max_step": is_max.astype(jnp.float32)})
 
+  def paired_kind(step: int, steps_per_epoch: int) -> int:
+    is_max = scrub_is_max_step(step, max(steps_per_epoch, 1), config.msteps)
+    return base.FORGET if is_max else base.RETAIN
+
   return base.Method(name, prepare, grads, base.simple_tx(optimizer),
                      schedule="sequential", schedules=("sequential",
                                                        "paired"),
                      forget_batch_size=512,
-                     forget_epochs=int(config.msteps))
+                     forget_epochs=int(config.msteps),
+                     paired_kind=paired_kind)
