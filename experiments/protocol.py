@@ -7,7 +7,11 @@ The rules a table is made by (issue "a fair comparison"):
 * **Search space**: each method's learning rate on a log grid of
   :data:`LR_FACTORS` (1.5 decades) around its reference value
   (:data:`REFERENCE_LR`, cited in REFERENCES.md) times its one key knob
-  (:data:`KNOBS`; none for FT, GA and Q-MUL).
+  (:data:`KNOBS`; none for FT, GA and Q-MUL). A training-free method
+  (:data:`LR_FREE`: SSD) reads no learning rate: its grid is its knobs
+  alone, run for one epoch (its one step), never extended or refined. Its
+  cost, importance passes over D_f and D (about one training epoch), is
+  within the cap for Retrain budgets of about 8 epochs or more.
 * **Compute cap**: every run's unlearning cost, counted in examples that go
   through a forward and backward pass (:func:`cost_per_epoch`), is at most
   :data:`CAP` (15%) of Retrain's (training epochs x |D_r|). Each method gets
@@ -71,7 +75,14 @@ REFERENCE_LR = {
     "oeu": 0.01, "oeu_no_proj": 0.01, "rl_proj": 0.01, "sl_proj": 0.01,
     "oeu_scalar": 0.01, "oeu_ema": 0.01, "oeu_subspace": 0.01,
     "oeu_post": 0.01, "oeu_complement": 0.01, "oeu_renorm": 0.01,
+    # Bad Teacher's own run is Adam at 1e-4 (BAD notebook), which does not
+    # carry over to the shared SGD; Q-MUL's harness runs its BT under that
+    # SGD at the harness default 0.01 (QM arg_parser.py#L116-L118, with
+    # unlearn/BT.py), at its DistributionLoss scale: see FIXED.
+    "bad_teacher": 0.01,
 }
+# Training-free methods: the learning rate is not read (SSD dampens once).
+LR_FREE = ("ssd",)
 # Grid extension (bracketing rule): half a decade per step, two steps at
 # most each way, and a criterion spread under FLAT_TOL gap points is flat.
 LR_STEP = 10 ** 0.5
@@ -102,6 +113,21 @@ KNOBS = {
     "oeu_post": ("alpha", (1.0, 0.5)),
     "oeu_complement": ("alpha", (1.0, 0.5)),
     "oeu_renorm": ("alpha", (1.0, 0.5)),
+    # KL temperature: 1 is Bad Teacher's (BAD notebook, KL_temperature);
+    # 4 is SCRUB's distillation temperature kd_T (SCR
+    # large_scale_unlearning.ipynb#L727-L734), not a BT reference value.
+    "bad_teacher": ("temperature", (1.0, 4.0)),
+    # SSD has two knobs and no learning rate: (alpha, lam) pairs. alpha 10,
+    # lam 1: every CNN script (SSD forget_full_class_main.py#L176-L177);
+    # alpha 5: its ViT runs (10 x model_size_scaler 0.5, #L162-L163); lam
+    # 0.1: PinsFaceRecognition (#L160); alpha 1: the low end of the search,
+    # not a reference value. Not Pins' alpha 50: when D_f fills whole
+    # batches at the end of D, I_D >= (n_b(D_f) / n_b(D)) I_Df, so no
+    # weight is selected once alpha >= |D| / |D_f|, about 10 for one digit
+    # class or random 10% (measured: an MLP on one digit class, 0 weights
+    # dampened at alpha 50, 7% at alpha 10).
+    "ssd": (("alpha", "lam"), ((10.0, 1.0), (5.0, 1.0), (1.0, 1.0),
+                               (10.0, 0.1), (5.0, 0.1), (1.0, 0.1))),
 }
 # Forget batch set by the reference's number of forget steps per epoch
 # rather than its absolute size: SCRUB's large-scale notebook iterates
@@ -109,8 +135,14 @@ KNOBS = {
 # epoch (experiments/REFERENCES.md); 512 on a forget set of 145 digits would
 # be one. The forget batch is ceil(|D_f| / steps).
 FORGET_STEPS = {"scrub": 10}
-# Fixed per-method settings: GA's learning rate is given directly.
-FIXED = {"ga": (("lr_scale", 1.0),)}
+# Fixed per-method settings: GA's learning rate is given directly. Bad
+# Teacher's default loss is F.kl_div's mean over N x K entries (its code),
+# whose gradient under SGD shrinks with K, so no learning rate would carry
+# across datasets; the protocol runs it at the batchmean scale (K times
+# larger, the same direction), the scale of Q-MUL's BT loss that the
+# reference 0.01 goes with.
+FIXED = {"ga": (("lr_scale", 1.0),),
+         "bad_teacher": (("reduction", "batchmean"),)}
 
 
 def cost_per_epoch(num_forget: int, num_retain: int,
@@ -159,6 +191,8 @@ def unlearn_config(method, num_forget: int, num_retain: int, *,
   if method.name in FORGET_STEPS:
     cfg = dataclasses.replace(cfg, forget_batch_size=max(
         1, math.ceil(num_forget / FORGET_STEPS[method.name])))
+  if epochs is None and method.name in LR_FREE:
+    epochs = 1
   if epochs is None:
     epochs = capped_epochs(num_forget, num_retain, cfg,
                            train_epochs=train_epochs, cap=cap)
@@ -177,11 +211,24 @@ def in_working_range(ra: float, retrain_ra: float, *,
   return ra >= retrain_ra - (RA_DROP if drop is None else drop)
 
 
+def knob_values(knob) -> list:
+  """``[{name: value}, ...]`` of a :data:`KNOBS` entry (one name and its
+  values, or a tuple of names and tuples of values)."""
+  if knob is None:
+    return [{}]
+  names, values = knob
+  if isinstance(names, str):
+    return [{names: v} for v in values]
+  return [dict(zip(names, v)) for v in values]
+
+
 def grid(method: str) -> list:
-  """``[(lr, {knob: value}), ...]``: the method's search space."""
+  """``[(lr, {knob: value}), ...]``: the method's search space (one
+  placeholder learning rate, the shared one, for :data:`LR_FREE`)."""
+  values = knob_values(KNOBS.get(method))
+  if method in LR_FREE:
+    return [(BASE.lr, kv) for kv in values]
   ref = REFERENCE_LR[method]
-  knob = KNOBS.get(method)
-  values = [{}] if knob is None else [{knob[0]: v} for v in knob[1]]
   return [(float(f"{ref * f:.3g}"), kv) for f in LR_FACTORS for kv in values]
 
 

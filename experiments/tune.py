@@ -219,6 +219,8 @@ def tune_method(args, method: str, unit_list, train, done: dict, *,
   (:func:`experiments.protocol.refinement`); returns its ``tuned.json``
   entry. ``done``: finished trials by key (reused); ``on_trial(done)``
   runs after each new trial."""
+  if method in protocol.LR_FREE:  # One (unread) learning rate: no search.
+    max_extensions, refine = 0, False
   space = protocol.grid(method)
   base_lrs = sorted({lr for lr, _ in space})
   knobs = list({json.dumps(kv, sort_keys=True): kv
@@ -400,9 +402,10 @@ def main(argv=None) -> int:
     return 2
   names = tuple(m for m in args.methods.split(",") if m)
   for m in names:
-    if m not in protocol.REFERENCE_LR:
+    if m not in protocol.REFERENCE_LR and m not in protocol.LR_FREE:
       print(f"error: no search space for method {m!r}; valid: "
-            f"{', '.join(protocol.REFERENCE_LR)}", file=sys.stderr)
+            f"{', '.join(tuple(protocol.REFERENCE_LR) + protocol.LR_FREE)}",
+            file=sys.stderr)
       return 2
   if args.data_dir is None and args.dataset == "mnist_idx":
     args.data_dir = str(common.MNIST_T10K)

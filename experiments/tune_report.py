@@ -25,6 +25,14 @@ def _range_cell(trials) -> str:
   return f"{out} of {len(checked)} checked"
 
 
+def _knob_cell(knob) -> str:
+  """``name [values]``; several names (SSD's alpha and lam) joined by /."""
+  if knob is None:
+    return "-"
+  names = knob[0] if isinstance(knob[0], str) else "/".join(knob[0])
+  return f"{names} {list(knob[1])}"
+
+
 def markdown(entry: dict, *, title: str) -> str:
   """The tuning table: search space, pick and its tuning score per method."""
   lines = [f"### Tuning: {title}", "",
@@ -61,7 +69,7 @@ def markdown(entry: dict, *, title: str) -> str:
         f", ~{v:g}" for v in e["space"].get("refined_lr") or [])
     lines.append(
         f"| {m} | {sched} | {grid}"
-        f" | {'-' if knob is None else knob[0] + ' ' + str(list(knob[1]))}"
+        f" | {_knob_cell(knob)}"
         f" | {pick.get('lr', '-')} | {pick.get('hparams') or '-'} | "
         f"{pick.get('epochs', '-')} | {pick.get('score', float('nan')):.2f}"
         f" | {sum(t['diverged'] for t in e['trials'])} of "

@@ -16,6 +16,8 @@ fields an ablation pins.
 ``salun``       RL on the top-50% saliency weights only (SalUn)
 ``scrub``       teacher-student max/min KL (SCRUB)
 ``qmul``        similar labels + adaptive gradient reweighting (Q-MUL)
+``ssd``         training-free dampening of D_f-specific weights (SSD)
+``bad_teacher`` KL to a random teacher on D_f, the Original on D_r (BT)
 ``oeu_no_proj`` ablation: entropy, no projection
 ``oeu_scalar``  ablation: entropy + Q-MUL's scalar reweighting
 ``rl_proj``     ablation: random labels + projection
@@ -38,7 +40,8 @@ tables, are in ``experiments/grid.py`` and ``experiments/common.py``.
 References:
   OEU: arXiv:2602.00567. SalUn: arXiv:2310.12508 (code: OPTML-Group/
   Unlearn-Saliency). Q-MUL: arXiv:2503.13917 (ICCV 2025). SCRUB:
-  arXiv:2302.09880. l1-sparse: arXiv:2304.04934.
+  arXiv:2302.09880. l1-sparse: arXiv:2304.04934. SSD: arXiv:2308.07707
+  (AAAI 2024). Bad Teacher: arXiv:2205.08096 (AAAI 2023).
 """
 
 import dataclasses
@@ -49,6 +52,9 @@ from typing import Mapping
 from typing import NamedTuple
 from typing import Optional
 
+from oeu_jax.methods.bad_teacher import BadTeacherConfig
+from oeu_jax.methods.bad_teacher import bad_teacher
+from oeu_jax.methods.bad_teacher import bad_teacher_loss
 from oeu_jax.methods.base import FORGET_OBJECTIVES
 from oeu_jax.methods.base import OPTIMIZERS
 from oeu_jax.methods.base import Batch
@@ -84,6 +90,9 @@ from oeu_jax.methods.scrub import SCRUBConfig
 from oeu_jax.methods.scrub import distill_kl
 from oeu_jax.methods.scrub import scrub
 from oeu_jax.methods.scrub import scrub_is_max_step
+from oeu_jax.methods.ssd import SSDConfig
+from oeu_jax.methods.ssd import dampening_factor
+from oeu_jax.methods.ssd import ssd
 
 _NONE = types.MappingProxyType({})
 
@@ -134,6 +143,8 @@ REGISTRY = types.MappingProxyType({
     "scrub": MethodSpec(scrub, SCRUBConfig),
     "qmul": MethodSpec(qmul, QMULConfig),
     "oeu_scalar": MethodSpec(qmul, QMULConfig, {"forget": "entropy"}),
+    "ssd": MethodSpec(ssd, SSDConfig),
+    "bad_teacher": MethodSpec(bad_teacher, BadTeacherConfig),
 })
 
 METHODS = tuple(REGISTRY) + ("retrain",)
@@ -192,6 +203,7 @@ def build_method(name: str, model, *,
 
 
 __all__ = (
+    "BadTeacherConfig",
     "FIRST_EPOCH_WEIGHTS",
     "FORGET_OBJECTIVES",
     "GAConfig",
@@ -210,9 +222,13 @@ __all__ = (
     "REGISTRY",
     "RLConfig",
     "SCRUBConfig",
+    "SSDConfig",
     "SalUnConfig",
     "StepOutput",
+    "bad_teacher",
+    "bad_teacher_loss",
     "build_method",
+    "dampening_factor",
     "default_hparams",
     "distill_kl",
     "forget_gradient",
@@ -233,4 +249,5 @@ __all__ = (
     "scrub",
     "scrub_is_max_step",
     "similar_labels",
+    "ssd",
 )

@@ -18,6 +18,7 @@ objectives that OEU, RL and Q-MUL swap between.
 """
 
 import dataclasses
+import math
 from typing import Any
 from typing import Callable
 from typing import NamedTuple
@@ -156,6 +157,13 @@ def no_prepare(inputs: PrepareInputs):
 def check_choice(value, choices, name):
   if value not in choices:
     raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+
+
+def check_positive(value, name):
+  """Raises a one-line ValueError unless ``value`` is a finite number > 0."""
+  ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+  if not (ok and math.isfinite(value) and value > 0):
+    raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
 
 
 def forward(model, params, batch_stats, x):

@@ -18,7 +18,7 @@ QUANT_IMPLS = ("aqt", "fake")  # oeu_jax.quantization.IMPLS
 METHODS = ("oeu", "oeu_no_proj", "rl_proj", "sl_proj", "oeu_ema",
            "oeu_subspace", "oeu_post", "oeu_complement", "oeu_renorm", "ft",
            "ga", "rl", "neggrad_plus", "l1_sparse", "salun", "scrub", "qmul",
-           "oeu_scalar", "retrain")
+           "oeu_scalar", "ssd", "bad_teacher", "retrain")
 OPTIMIZERS = ("sgd", "adam", "adamw")  # oeu_jax.methods.OPTIMIZERS
 
 # Original/Retrain recipes per dataset (TrainConfig fields). Paper-scale
