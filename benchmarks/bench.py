@@ -79,13 +79,13 @@ from timing import median_interleaved  # noqa: E402
 from timing import model_setup  # noqa: E402
 
 from oeu_jax import data  # noqa: E402
-from oeu_jax import methods  # noqa: E402
-from oeu_jax import models  # noqa: E402
-from oeu_jax import quantization  # noqa: E402
-from oeu_jax import seeds as seeds_lib  # noqa: E402
-from oeu_jax import train  # noqa: E402
-from oeu_jax import transforms  # noqa: E402
-from oeu_jax import unlearn  # noqa: E402
+from oeu_jax.algorithm import methods  # noqa: E402
+from oeu_jax.algorithm import transforms  # noqa: E402
+from oeu_jax.engine import seeds as seeds_lib  # noqa: E402
+from oeu_jax.engine import train  # noqa: E402
+from oeu_jax.engine import unlearn  # noqa: E402
+from oeu_jax.nn import models  # noqa: E402
+from oeu_jax.nn import quantization  # noqa: E402
 from oeu_jax.runner import config as config_lib  # noqa: E402
 
 SECTIONS = ("step_ratio", "rte", "seeds", "steps", "memory", "quant_impl",
@@ -154,7 +154,7 @@ def bench_rte(args, rows, notes):
   model = models.build_model("cnn", num_classes=10, bits="w4a8")
   tcfg = config_lib.default_train("digits")
   if args.quick:
-    tcfg = tcfg._replace(epochs=3)
+    tcfg = dataclasses.replace(tcfg, epochs=3)
   original = train.fit(model, ds.train_x, ds.train_y, config=tcfg,
                        seed=0).state
   oeu = methods.build_method("oeu", model)
@@ -201,7 +201,7 @@ def bench_seeds(args, rows, notes):
   ds = data.load_dataset("digits")
   model = models.build_model("cnn", num_classes=10, bits="w4a8")
   tcfg = config_lib.default_train("digits")
-  tcfg = tcfg._replace(epochs=2 if args.quick else 5)
+  tcfg = dataclasses.replace(tcfg, epochs=2 if args.quick else 5)
   ucfg = config_lib.default_unlearn("digits", "random")
   if args.quick:
     ucfg = dataclasses.replace(ucfg, epochs=2)

@@ -1,10 +1,10 @@
 """Per-step dispatch overhead: one dispatch per step against K per dispatch.
 
 Times the same training steps of a small CNN on digits driven by
-:class:`oeu_jax.executors.StepExecutor` (one dispatch and one host transfer
-per step) and by :class:`oeu_jax.executors.ScanExecutor` (``lax.scan`` over K
-steps, one transfer per chunk), interleaved, and prints the medians per step
-after compilation. Not part of the test suite.
+:class:`oeu_jax.engine.executors.StepExecutor` (one dispatch and one host
+transfer per step) and by :class:`oeu_jax.engine.executors.ScanExecutor`
+(``lax.scan`` over K steps, one transfer per chunk), interleaved, and prints the
+medians per step after compilation. Not part of the test suite.
 
   python benchmarks/dispatch.py [--steps 200] [--repeats 5] [--chunk 100]
 """
@@ -17,10 +17,10 @@ import jax
 import jax.numpy as jnp
 
 from oeu_jax import data
-from oeu_jax import executors as executors_lib
-from oeu_jax import loop
-from oeu_jax import models
-from oeu_jax import train
+from oeu_jax.engine import executors as executors_lib
+from oeu_jax.engine import loop
+from oeu_jax.engine import train
+from oeu_jax.nn import models
 
 
 def main() -> None:

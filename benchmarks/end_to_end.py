@@ -115,7 +115,7 @@ def bench_mnist_rte(args, rows, notes, figures) -> None:
   budget = config_lib.cpu_budget("mnist_idx")
   train, unlearn, examples = budget.train, budget.unlearn, budget.max_examples
   if args.quick:
-    train, examples = train._replace(epochs=1), 1000
+    train, examples = dataclasses.replace(train, epochs=1), 1000
     unlearn = dataclasses.replace(unlearn, epochs=1)
   data_dir = args.mnist_dir or str(common.MNIST_T10K)
   cfg = common.make(dataset="mnist_idx", data_dir=data_dir, model="cnn",

@@ -7,7 +7,8 @@ path), forgetting class 3, 1 epoch::
 
     PYTHONPATH=/path/to/old taskset -c 1 python benchmarks/kind_checks.py \
         rte old.json rl,salun,qmul,scrub
-    taskset -c 0 python benchmarks/kind_checks.py rte new.json rl,salun,qmul,scrub
+    taskset -c 0 python benchmarks/kind_checks.py rte new.json
+    rl,salun,qmul,scrub
 
 ``params PREFIX BITS``: final parameters and metric means of RL, SCRUB
 (sequential and paired), Q-MUL and SalUn on digits, forgetting class 3
@@ -29,10 +30,10 @@ import jax
 import numpy as np
 
 from oeu_jax import data
-from oeu_jax import methods
-from oeu_jax import models
-from oeu_jax import train
-from oeu_jax import unlearn
+from oeu_jax.algorithm import methods
+from oeu_jax.engine import train
+from oeu_jax.engine import unlearn
+from oeu_jax.nn import models
 
 MNIST_T10K = Path(__file__).resolve().parents[2] / "shared/data/mnist-t10k"
 RUNS = (("rl", {}), ("scrub", {}), ("scrub_paired", {"schedule": "paired"}),

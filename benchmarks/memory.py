@@ -12,9 +12,12 @@ import end_to_end
 _MEMORY_CHILD = """
 import dataclasses, json, resource, sys
 import jax, numpy as np
-from oeu_jax import data, methods, models, unlearn
+from oeu_jax import data
+from oeu_jax.algorithm import methods
+from oeu_jax.nn import models
+from oeu_jax.engine import unlearn
 from oeu_jax.runner import config as config_lib
-from oeu_jax import seeds as seeds_lib
+from oeu_jax.engine import seeds as seeds_lib
 mode, n, epochs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 ds = data.load_dataset("digits")
 model = models.build_model("cnn", num_classes=10, bits="w4a8")

@@ -1,7 +1,7 @@
 """Integer serving: model size in bytes and prediction equality.
 
 For each (model, bits) below, converts the model to AQT's integer serving
-form (:func:`oeu_jax.serving.convert`) and prints a Markdown table of sizes
+form (:func:`oeu_jax.nn.serving.convert`) and prints a Markdown table of sizes
 (float parameters vs integer weights + scales, int4 packed two per byte
 where the preset has 4-bit weights) and whether the serving logits equal the
 training-mode (fake-quantized) forward pass on an evaluation set, batched
@@ -22,9 +22,10 @@ import jax
 import numpy as np
 
 from oeu_jax import data
-from oeu_jax import models
-from oeu_jax import serving
-from oeu_jax import train
+from oeu_jax.engine import train
+from oeu_jax.nn import inference
+from oeu_jax.nn import models
+from oeu_jax.nn import serving
 from oeu_jax.runner import config as config_lib
 
 MNIST = Path(__file__).resolve().parents[1].parent / "shared/data/mnist-t10k"
@@ -60,7 +61,7 @@ def measure(label, name, bits, shape, kwargs, digits) -> dict:
   variables, info = serving.convert(model, params, stats,
                                     input_shape=shape)
   x = _eval_set(shape, digits)
-  fake = train.predict(model, params, stats, x, batch_size=256)
+  fake = inference.predict(model, params, stats, x, batch_size=256)
   real = serving.predict(model, variables, x, batch_size=256)
   return dict(label=label, bits=bits, n=len(x), info=info,
               max_abs=float(np.max(np.abs(fake - real))),

@@ -13,8 +13,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from oeu_jax import models
-from oeu_jax import unlearn
+from oeu_jax.engine import unlearn
+from oeu_jax.nn import models
 
 
 def median_interleaved(fns: dict, repeats: int) -> dict:
@@ -38,9 +38,9 @@ def synthetic(shape, n: int, num_classes: int = 10, seed: int = 0):
 class StepTimer:
   """A compiled unlearning step of ``method`` run ``k`` times per call.
 
-  ``kind`` is the step kind (:data:`oeu_jax.unlearn.PAIRED`, ``FORGET``
-  or ``RETAIN``). ``compiled`` is the executable (its ``cost_analysis()`` counts the FLOPs
-  of one step); ``compile_s`` the seconds its compilation took.
+  ``kind`` is the step kind (:data:`oeu_jax.engine.unlearn.PAIRED`, ``FORGET``
+  or ``RETAIN``). ``compiled`` is the executable (its ``cost_analysis()`` counts
+  the FLOPs of one step); ``compile_s`` the seconds its compilation took.
   """
 
   def __init__(self, method, model, params, batch_stats, udata, config,

@@ -65,7 +65,7 @@ def _configure_threads(threads: int, pin) -> None:
 
 
 def torch_models(torch):
-  """``{name: factory(quant) -> nn.Module}`` matching oeu_jax.models."""
+  """``{name: factory(quant) -> nn.Module}`` matching oeu_jax.nn.models."""
   nn = torch.nn
   F = torch.nn.functional
 
@@ -188,9 +188,9 @@ def _time_cases(args) -> dict:
   import floor  # noqa: E402  (after the thread flags)
   import timing
 
-  from oeu_jax import methods
-  from oeu_jax import quantization
-  from oeu_jax import unlearn
+  from oeu_jax.algorithm import methods
+  from oeu_jax.engine import unlearn
+  from oeu_jax.nn import quantization
 
   torch = None
   if not args.no_torch:

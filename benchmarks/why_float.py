@@ -17,7 +17,7 @@ thread (as ``torch_side --threads 1``):
   XLA builds as ``select_and_scatter``); ``pool_reshape`` is the same pool
   written as a reshape and a max over the two window axes (a plain
   reduction, whose gradient is an equality mask, split among ties), and
-  ``pool_mask`` is :func:`oeu_jax.models.max_pool_2x2` (what the CNN uses
+  ``pool_mask`` is :func:`oeu_jax.nn.models.max_pool_2x2` (what the CNN uses
   since this investigation: the window's first maximum picked by a one-hot
   mask, ``reduce_window``'s values and gradients bit for bit), both JAX
   only, against the same torch pool;
@@ -74,14 +74,14 @@ def _pieces(batch: int, side: int):
   import jax
   import jax.numpy as jnp
   import numpy as np
+  import timing
   import torch
   import torch_side
-  import timing
   from flax import linen as nn
 
-  from oeu_jax import methods
-  from oeu_jax import models
-  from oeu_jax import unlearn
+  from oeu_jax.algorithm import methods
+  from oeu_jax.engine import unlearn
+  from oeu_jax.nn import models
 
   F = torch.nn.functional
   rng = np.random.default_rng(0)

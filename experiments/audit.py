@@ -16,6 +16,7 @@ The result it produced here: ``results/audit.md``.
 """
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -26,13 +27,15 @@ from experiments import table
 from experiments import tune
 from oeu_jax import data as data_lib
 from oeu_jax.runner import audit as audit_lib
+from oeu_jax.runner import audit_report
 from oeu_jax.runner import config as config_lib
 
 
 def configs(entry: dict, *, dataset: str, scenario: str, forget_class,
             forget_ratio, methods, data_dir) -> tuple:
   """The audit's base config and each method's tuned config."""
-  train = config_lib.default_train(dataset)._replace(
+  train = dataclasses.replace(
+      config_lib.default_train(dataset),
       **{k: v for k, v in entry["train"].items()
          if k in ("epochs", "batch_size", "lr")})
   base = config_lib.RunConfig(
@@ -113,7 +116,7 @@ def main(argv=None) -> int:
   wall = time.perf_counter() - t0
   scen = (f"class {args.forget_class}" if args.scenario == "class"
           else f"random {ratio:g}")
-  out = audit_lib.write_audit(
+  out = audit_report.write_audit(
       records, args.workdir, title=f"Audit: {args.dataset} / "
       f"{entry['model']} / {entry['bits']} / {scen}, N = {args.models}, "
       "tuned settings")

@@ -11,8 +11,8 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-from oeu_jax import train as train_lib
-from oeu_jax import unlearn as unlearn_lib
+from oeu_jax.engine import train as train_lib
+from oeu_jax.engine import unlearn as unlearn_lib
 from oeu_jax.runner import config as config_lib
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -30,8 +30,9 @@ QUICK_SEEDS = (0,)
 
 # The settings that experiments/grid.py picked on digits (seed 0, mean Avg.
 # gap of class 3 and random 10%), where they differ from the harness
-# defaults of oeu_jax.methods by more than a tie (0.05). The grid table is
-# in experiments/grid.py. The ``-tuned`` variants of the CPU tables use them.
+# defaults of oeu_jax.algorithm.methods by more than a tie (0.05). The grid
+# table is in experiments/grid.py. The ``-tuned`` variants of the CPU tables use
+# them.
 TUNED = (
     ("l1_sparse", (("alpha", 1e-3),)),
     # beta=0.9 was best on seed 0 but diverges (non-finite weights) on
@@ -86,7 +87,8 @@ def quick(cfg: config_lib.RunConfig, *, train_epochs: int = 5,
           unlearn_epochs: int = 2, max_examples: Optional[int] = None,
           model_kwargs: Optional[tuple] = None) -> config_lib.RunConfig:
   """Shrinks an experiment to CPU minutes: fewer epochs, one seed."""
-  train = cfg.train._replace(epochs=min(cfg.train.epochs, train_epochs))
+  train = dataclasses.replace(cfg.train,
+                              epochs=min(cfg.train.epochs, train_epochs))
   unlearn = dataclasses.replace(
       cfg.unlearn, epochs=min(cfg.unlearn.epochs, unlearn_epochs))
   # Keep any tuned hyperparameters; re-derive l1-sparse's epochs.

@@ -11,8 +11,8 @@ loss by ``O(eta^2)``, while the unprojected ``-eta g_f`` changes it by
   on D_f. Fitted log-log slopes of ``|Delta|`` against ``eta``. Arms:
   ``g_f``, ``g_f_perp`` (OEU's projection of the optimizer's input) and, for
   momentum and Adam, ``post`` (the optimizer's output projected off ``g_r``,
-  :func:`oeu_jax.variants.project_after` with ``beta = 0``). Optimizers:
-  plain SGD, SGD momentum 0.9 and Adam (no weight decay). The retain
+  :func:`oeu_jax.algorithm.variants.project_after` with ``beta = 0``).
+  Optimizers: plain SGD, SGD momentum 0.9 and Adam (no weight decay). The retain
   gradient is left out of the step (``beta = 0``): the claim is about the
   forget direction alone.
 * **Warm state.** Momentum and Adam are measured from a warmed state, as in
@@ -22,14 +22,14 @@ loss by ``O(eta^2)``, while the unprojected ``-eta g_f`` changes it by
   examples). The state of SGD's trace and of Adam's moments does not depend
   on the learning rate, so one warm state serves every ``eta``.
 * **Whole run.** The default unlearning budget of
-  :class:`oeu_jax.unlearn.UnlearnConfig` (10 epochs, batch 256, lr 0.01,
+  :class:`oeu_jax.engine.unlearn.UnlearnConfig` (10 epochs, batch 256, lr 0.01,
   SGD momentum 0.9, weight decay 5e-4, cosine) for ``oeu_no_proj``, ``oeu``
   and ``oeu_post``, with ``beta = 1`` (the default) and ``beta = 0``: the
   cumulative per-step rise of each step's own retain-batch loss, and the
   change of the loss on all of D_r over the run.
 
 Float and W4A8 CNNs (their own QAT Originals, trained with
-:func:`oeu_jax.train.fit` and checkpointed under ``--out``). Command::
+:func:`oeu_jax.engine.train.fit` and checkpointed under ``--out``). Command::
 
   python -m experiments.first_order --dataset digits --out runs/first_order
 
@@ -50,14 +50,14 @@ import numpy as np
 import optax
 
 from oeu_jax import data as data_lib
-from oeu_jax import losses
-from oeu_jax import methods
-from oeu_jax import models
-from oeu_jax import splits
-from oeu_jax import train
-from oeu_jax import transforms
-from oeu_jax import unlearn
-from oeu_jax import variants
+from oeu_jax.algorithm import losses
+from oeu_jax.algorithm import methods
+from oeu_jax.algorithm import transforms
+from oeu_jax.algorithm import variants
+from oeu_jax.data import splits
+from oeu_jax.engine import train
+from oeu_jax.engine import unlearn
+from oeu_jax.nn import models
 
 ETAS = tuple(float(v) for v in np.logspace(-4, -1, 7))
 ADAM_ETAS = tuple(float(v) for v in np.logspace(-5.5, -2.5, 7))

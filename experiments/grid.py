@@ -46,8 +46,8 @@ Result here (2026-11-25; ** = best of each method):
   | oeu | alpha=1.0 | 1.09 | 1.72 | 1.41 |
   | oeu | alpha=2.0 | 12.31 | 3.22 | 7.77 |
 
-The defaults of :mod:`oeu_jax.methods` stay the public harness values (so
-the tables match the public harnesses); the grid's picks where they beat
+The defaults of :mod:`oeu_jax.algorithm.methods` stay the public harness values
+(so the tables match the public harnesses); the grid's picks where they beat
 the default by more than a tie (0.05) are ``experiments.common.TUNED`` and
 the ``-tuned`` table variants. GA at lr_scale >= 0.1 diverges (non-finite
 weights) on class 3, and so does NegGrad+ at beta=0.9 on seed 1 (TUNED

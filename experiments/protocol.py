@@ -3,7 +3,7 @@
 The rules a table is made by (issue "a fair comparison"):
 
 * **Schedules** are each method's reference one (``Method.schedule``; see
-  :mod:`oeu_jax.unlearn` and ``experiments/REFERENCES.md``).
+  :mod:`oeu_jax.engine.unlearn` and ``experiments/REFERENCES.md``).
 * **Search space**: each method's learning rate on a log grid of
   :data:`LR_FACTORS` (1.5 decades) around its reference value
   (:data:`REFERENCE_LR`, cited in REFERENCES.md) times its one key knob
@@ -44,7 +44,7 @@ The rules a table is made by (issue "a fair comparison"):
   of the range (``collapsed``), so a knife edge that holds on the tuning
   units but not on a table unit is shown, not hidden.
 * **Stopping rule** (optional, ``tune --stop-when``): the default is no
-  rule, as in every reference (:mod:`oeu_jax.stopping`). Given candidate
+  rule, as in every reference (:mod:`oeu_jax.engine.stopping`). Given candidate
   rules, each method's pick is rerun under each of them on the tuning units
   and scored by the same criterion, divergence and working-range rules; a
   rule is picked only if its score is at most :data:`STOP_TOL` worse than
@@ -56,7 +56,7 @@ import dataclasses
 import math
 from typing import Optional
 
-from oeu_jax import unlearn as unlearn_lib
+from oeu_jax.engine import unlearn as unlearn_lib
 
 CAP = 0.15
 # What every method starts from before its schedule, learning rate and

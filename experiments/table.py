@@ -19,7 +19,7 @@ non-finite step (``flagged``) or whose RA fell out of the working range
 (``collapsed``: more than ``protocol.RA_DROP`` points below the same unit's
 Retrain), and for OEU a paired t-test against the best baseline over the
 (seed, class) units. ``--stop-when RULE`` stops every method by one rule
-(:mod:`oeu_jax.stopping`); ``--stop-when tuned`` each by its tuned one
+(:mod:`oeu_jax.engine.stopping`); ``--stop-when tuned`` each by its tuned one
 (:func:`stop_rules`); the ``stopped`` column counts the units it stopped.
 
 ``--records FILE`` keeps every record in a file meant to be committed: a
@@ -44,10 +44,11 @@ from experiments import common
 from experiments import protocol
 from experiments import tune
 from oeu_jax import data as data_lib
-from oeu_jax import methods as methods_lib
-from oeu_jax import models
-from oeu_jax import stats
-from oeu_jax import stopping
+from oeu_jax.algorithm import methods as methods_lib
+from oeu_jax.engine import stopping
+from oeu_jax.evaluation import significance
+from oeu_jax.evaluation import stats
+from oeu_jax.nn import models
 from oeu_jax.runner import config as config_lib
 from oeu_jax.runner import layout as layout_lib
 from oeu_jax.runner import pipeline
@@ -66,7 +67,7 @@ def method_config(entry: dict, method: str, *, dataset: str, scenario: str,
   ``recap``: the forget set differs in size from the tuned one (another
   forget ratio), so the epochs are recomputed under the compute cap instead
   of taken from the pick. ``stop_when``: a stopping rule
-  (:mod:`oeu_jax.stopping`) applied to the method's run, checked every
+  (:mod:`oeu_jax.engine.stopping`) applied to the method's run, checked every
   ``stop_every`` steps; the budget stays the capped one.
   """
   pick = entry["methods"][method]["pick"]
@@ -166,13 +167,13 @@ def markdown(records: list, *, title: str) -> str:
   best = stats.best_baseline(records)
   test = None
   if "oeu" in by and best:
-    test = stats.paired_test(by["oeu"], by[best], retrain)
+    test = significance.paired_test(by["oeu"], by[best], retrain)
   for m, recs in by.items():
     gap = stats.avg_gap_of_means(recs, retrain)
     per = stats.mean_per_seed_gap(recs, retrain)
     mark = ""
     if m == "oeu" and test is not None:
-      mark = " " + (stats.marker(test) or "*")
+      mark = " " + (significance.marker(test) or "*")
     if m == best:
       mark = " (best baseline)"
     flagged = sum(1 for r in recs
@@ -205,7 +206,7 @@ DIAGNOSTICS = ("forget_entropy", "confident_wrong", "pred_hist_entropy")
 
 def _test_cell(test) -> str:
   return (f"{test.mean_diff:+.2f} [{test.ci_low:+.2f}, {test.ci_high:+.2f}]"
-          f", p = {test.p_t:.2g} {stats.marker(test) or '*'}")
+          f", p = {test.p_t:.2g} {significance.marker(test) or '*'}")
 
 
 def variants_markdown(records: list) -> str:
@@ -230,9 +231,9 @@ def variants_markdown(records: list) -> str:
   for m, recs in by.items():
     vs_best = vs_oeu = "-"
     if m in family and best:
-      vs_best = _test_cell(stats.paired_test(recs, by[best], retrain))
+      vs_best = _test_cell(significance.paired_test(recs, by[best], retrain))
     if m in family and m != "oeu" and "oeu" in by:
-      vs_oeu = _test_cell(stats.paired_test(recs, by["oeu"], retrain))
+      vs_oeu = _test_cell(significance.paired_test(recs, by["oeu"], retrain))
     diag = " | ".join(
         f"{np.mean([r[k] for r in recs]):.2f}" if all(k in r for r in recs)
         else "-" for k in DIAGNOSTICS)
@@ -260,9 +261,9 @@ def main(argv=None) -> int:
                  "reused, new ones added after each run")
   p.add_argument("--stop-when", default=None, metavar="RULE",
                  help="a stopping rule for every method's unlearning "
-                 "(oeu_jax.stopping: 'ua>=T' or 'entropy>=T'), or 'tuned':"
-                 " each method's tuned rule (its tuning entry's stop pick,"
-                 " none if null); default none, the capped budget runs")
+                 "(oeu_jax.engine.stopping: 'ua>=T' or 'entropy>=T'), or "
+                 "'tuned': each method's tuned rule (its tuning entry's stop "
+                 "pick, none if null); default none, the capped budget runs")
   p.add_argument("--stop-every", type=int, default=None, metavar="STEPS",
                  help="steps between checks (default 10; with 'tuned', the"
                  " tuning's)")
@@ -309,7 +310,8 @@ def main(argv=None) -> int:
   classes = ([int(c) for c in args.classes.split(",")] if args.classes
              else list(range(ds.num_classes))) if args.scenario == "class" \
       else [None]
-  train = config_lib.default_train(args.dataset)._replace(
+  train = dataclasses.replace(
+      config_lib.default_train(args.dataset),
       **{k: v for k, v in entry["train"].items()
          if k in ("epochs", "batch_size", "lr")})
   recap = (args.scenario == "random"

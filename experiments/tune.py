@@ -23,8 +23,8 @@ whole grid (``--workdir``); a rerun reuses every finished trial. The search
 space, every trial (diverged ones flagged) and the picks go to ``--out``
 under ``[dataset][scenario]``, which :mod:`experiments.table` reads.
 
-Stopping rule (:mod:`oeu_jax.stopping`): the default is none; every method
-runs its capped budget, as its reference code does (no reference has a
+Stopping rule (:mod:`oeu_jax.engine.stopping`): the default is none; every
+method runs its capped budget, as its reference code does (no reference has a
 stopping rule), and the grid above is always tuned without one. Given
 ``--stop-when`` candidates, each method's pick is then rerun on the tuning
 units under each rule, checked every ``--stop-every`` steps (:func:`tune_stop`),
@@ -55,11 +55,12 @@ from experiments import common
 from experiments import protocol
 from experiments import tune_report
 from oeu_jax import data as data_lib
-from oeu_jax import methods as methods_lib
-from oeu_jax import models
-from oeu_jax import stopping
-from oeu_jax import unlearn as unlearn_lib
+from oeu_jax.algorithm import methods as methods_lib
+from oeu_jax.engine import stopping
+from oeu_jax.engine import unlearn as unlearn_lib
+from oeu_jax.nn import models
 from oeu_jax.runner import config as config_lib
+from oeu_jax.runner import layout as layout_lib
 from oeu_jax.runner import pipeline
 
 TUNED_JSON = Path(__file__).resolve().parent / "tuned.json"
@@ -83,7 +84,7 @@ def trial_config(args, method: str, seed: int, fc, split, lr: float,
                  stop_every: int = 10) -> config_lib.RunConfig:
   """The RunConfig of one trial (one setting on one tuning unit), under
   the stopping rule ``stop_when`` checked every ``stop_every`` steps if
-  given (:mod:`oeu_jax.stopping`)."""
+  given (:mod:`oeu_jax.engine.stopping`)."""
   model = models.build_model(args.model, num_classes=args.num_classes,
                              bits=args.bits)
   built = methods_lib.build_method(method, model, **dict(
@@ -121,8 +122,8 @@ def _unlearn(args, method, unit_list, train, lr, knob, stop=None) -> str:
   affects instead of reusing stale scores.
   """
   seed, fc, split = unit_list[0]
-  return repr(trial_config(args, method, seed, fc, split, lr, knob,
-                           train, **(stop or {})).unlearn)
+  return layout_lib.config_repr(trial_config(
+      args, method, seed, fc, split, lr, knob, train, **(stop or {})).unlearn)
 
 
 def _cached(done, key, args, method, unit_list, train, lr, knob,
@@ -415,7 +416,7 @@ def main(argv=None) -> int:
   args.num_classes = ds.num_classes
   train = config_lib.default_train(args.dataset)
   if args.train_epochs:
-    train = train._replace(epochs=args.train_epochs)
+    train = dataclasses.replace(train, epochs=args.train_epochs)
   unit_list = units(ds, args.scenario, seeds, args.forget_ratio)
   out = Path(args.out)
   table = json.loads(out.read_text()) if out.exists() else {}
@@ -457,7 +458,7 @@ def main(argv=None) -> int:
       entry.pop("partial", None)
     entry.update({
         "seeds": list(seeds), "cap": args.cap, "model": args.model,
-        "bits": args.bits, "train": train._asdict(),
+        "bits": args.bits, "train": dataclasses.asdict(train),
         "forget_ratio": (args.forget_ratio if args.scenario == "random"
                          else None),
         "max_examples": args.max_examples,

@@ -6,7 +6,7 @@ diverged and out-of-range trials, and (when tuned) its stopping rule.
 """
 
 from experiments import protocol
-from oeu_jax import methods as methods_lib
+from oeu_jax.algorithm import methods as methods_lib
 
 
 def _stop_cell(stop) -> str:

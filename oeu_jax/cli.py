@@ -4,8 +4,8 @@
 class-wise and 10% random forgetting, Original vs Retrain vs OEU. ``run`` is
 the general experiment. Both print a table and write ``DIR/results.json``;
 ``--devices N`` runs them data-parallel over the first N devices (a
-:func:`oeu_jax.mesh.make_mesh` mesh; the checkpoints are the same as on one
-device). ``export`` writes the quantized models of a work directory in
+:func:`oeu_jax.engine.mesh.make_mesh` mesh; the checkpoints are the same as on
+one device). ``export`` writes the quantized models of a work directory in
 integer serving form (:mod:`oeu_jax.runner.export`). ``audit`` scores
 forgetting per example (:mod:`oeu_jax.runner.audit_command`).
 
@@ -37,9 +37,7 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
-import math
 import os
 import sys
 from pathlib import Path
@@ -49,6 +47,8 @@ from typing import Sequence
 
 # Only JAX-free modules at import time: ``--help`` answers at once. The
 # commands import the runner (and JAX) when they run.
+from oeu_jax import defaults
+from oeu_jax.runner import args as args_lib
 from oeu_jax.runner import audit_command
 from oeu_jax.runner import catalog
 
@@ -57,14 +57,9 @@ if TYPE_CHECKING:
 
   from oeu_jax.runner import config as config_lib
 
-DEMO_FORGET_CLASS = 3
 EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
 EXIT_INTERRUPTED = 130
-
-
-class CliError(Exception):
-  """A user error: printed as one line, exit status 2."""
 
 
 def _int_list(text: str) -> tuple:
@@ -88,7 +83,7 @@ def _name_list(text: str) -> tuple:
 class _Parser(argparse.ArgumentParser):
 
   def error(self, message):  # One line, no usage dump, exit 2.
-    raise CliError(message)
+    raise args_lib.CliError(message)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -98,17 +93,18 @@ def build_parser() -> argparse.ArgumentParser:
   sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
   def common(sp):
-    sp.add_argument("--workdir", default="runs/demo",
+    sp.add_argument("--workdir", default=defaults.WORKDIR,
                     help="where checkpoints, results.json and tables go "
-                         "(default: runs/demo); one run at a time per "
-                         "workdir, results of every configuration kept")
+                         f"(default: {defaults.WORKDIR}); one run at a time "
+                         "per workdir, results of every configuration kept")
     sp.add_argument("--resume", action="store_true",
                     help="continue runs interrupted in --workdir from their "
                          "last checkpoint (finished runs are always reused)")
     sp.add_argument("--checkpoint-every", type=int, default=None,
                     metavar="STEPS",
-                    help="steps between checkpoints (default: training 200, "
-                         "unlearning 50)")
+                    help="steps between checkpoints (default: training "
+                         f"{defaults.TRAIN_CHECKPOINT_EVERY}, unlearning "
+                         f"{defaults.UNLEARN_CHECKPOINT_EVERY})")
     sp.add_argument("--skip-nonfinite", action="store_true",
                     help="skip updates with a non-finite loss or gradient "
                          "instead of stopping")
@@ -116,8 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="no progress output (a bar on a terminal, a line "
                          "every 30 s otherwise)")
     sp.add_argument("--quick", action="store_true",
-                    help="tiny budget (CI smoke runs): at most 3 training "
-                         "and 2 unlearning epochs")
+                    help="tiny budget (CI smoke runs): at most "
+                         f"{defaults.QUICK_TRAIN_EPOCHS} training and "
+                         f"{defaults.QUICK_UNLEARN_EPOCHS} unlearning epochs")
     sp.add_argument("--vmap-seeds", action="store_true",
                     help="run all seeds as one vmapped program per stage "
                          "(Original, Retrain, each method); same results up "
@@ -130,12 +127,12 @@ def build_parser() -> argparse.ArgumentParser:
   demo = sub.add_parser(
       "demo", help="offline demo on scikit-learn digits",
       description="Digits, the small CNN at W4A8, class-wise (class "
-      f"{DEMO_FORGET_CLASS}) and 10% random forgetting: Original, Retrain "
-      "and OEU.")
+      f"{defaults.DEMO_FORGET_CLASS}) and 10% random forgetting: Original, "
+      "Retrain and OEU.")
   common(demo)
-  demo.add_argument("--seed", type=int, default=0,
+  demo.add_argument("--seed", type=int, default=defaults.SEEDS[0],
                     help="seed of the model, split and unlearning run "
-                         "(default: 0)")
+                         f"(default: {defaults.SEEDS[0]})")
 
   ex = sub.add_parser("export", help="convert the quantized models of a "
                       "workdir to integer-stored serving checkpoints")
@@ -160,19 +157,23 @@ def build_parser() -> argparse.ArgumentParser:
   catalog.add_model_arguments(r)
   r.add_argument("--quantize-ends", action="store_true",
                  help="also quantize the first conv and the classifier")
-  r.add_argument("--scenario", default="random", choices=catalog.SCENARIOS,
+  r.add_argument("--scenario", default=defaults.SCENARIO,
+                 choices=catalog.SCENARIOS,
                  help="random: forget a random fraction; class: forget one "
-                      "class (default: random)")
+                      f"class (default: {defaults.SCENARIO})")
   r.add_argument("--forget-ratio", type=float, default=None,
-                 help="fraction forgotten, in (0, 1) (random; default 0.1)")
+                 help="fraction forgotten, in (0, 1) (random; default "
+                      f"{defaults.FORGET_RATIO:g})")
   r.add_argument("--forget-class", type=int, default=None,
                  help="class forgotten (class scenario)")
-  r.add_argument("--methods", type=_name_list, default=("oeu",),
-                 help="comma-separated (default: oeu), from "
+  r.add_argument("--methods", type=_name_list, default=defaults.METHODS,
+                 help=f"comma-separated (default: {','.join(defaults.METHODS)}"
+                      "), from "
                       f"{', '.join(catalog.METHODS)}")
-  r.add_argument("--seeds", type=_int_list, default=(0,),
+  r.add_argument("--seeds", type=_int_list, default=defaults.SEEDS,
                  help="comma-separated seeds, one Original model, split and "
-                      "unlearning run each (default: 0)")
+                      "unlearning run each (default: "
+                      f"{','.join(map(str, defaults.SEEDS))})")
   r.add_argument("--epochs", type=int, default=None,
                  help="Original/Retrain training epochs (default: per "
                       "dataset, below; 0 needs --allow-untrained)")
@@ -197,145 +198,16 @@ def build_parser() -> argparse.ArgumentParser:
                       "percent) or 'entropy>=T' (mean normalized forget "
                       "entropy); default: none, the whole budget runs")
   r.add_argument("--stop-every", type=int, default=None, metavar="STEPS",
-                 help="steps between checks of --stop-when (default 10)")
-  r.add_argument("--optimizer", default="sgd", choices=catalog.OPTIMIZERS,
+                 help="steps between checks of --stop-when (default "
+                      f"{defaults.STOP_EVERY})")
+  r.add_argument("--optimizer", default=defaults.OPTIMIZER["name"],
+                 choices=catalog.OPTIMIZERS,
                  help="optimizer behind every unlearning method (default: "
-                      "sgd)")
+                      f"{defaults.OPTIMIZER['name']})")
   r.add_argument("--max-examples", type=int, default=None,
                  help="cap train and test sizes")
   audit_command.add_parser(sub)
   return p
-
-
-def _check_ranges(args) -> None:
-  """Range checks that name the flag (the library names only the field)."""
-  checks = (
-      ("--epochs", args.epochs, lambda v: v >= 0, ">= 0"),
-      ("--batch-size", args.batch_size, lambda v: v > 0, "> 0"),
-      ("--unlearn-epochs", args.unlearn_epochs, lambda v: v >= 0, ">= 0"),
-      ("--unlearn-batch-size", args.unlearn_batch_size, lambda v: v > 0,
-       "> 0"),
-      ("--unlearn-lr", args.unlearn_lr,
-       lambda v: math.isfinite(v) and v > 0, "a finite number > 0"),
-      ("--max-examples", args.max_examples, lambda v: v > 0, "> 0"),
-      ("--forget-ratio", args.forget_ratio, lambda v: 0 < v < 1,
-       "in (0, 1)"),
-      ("--forget-class", args.forget_class, lambda v: v >= 0, ">= 0"),
-      ("--stop-every", args.stop_every, lambda v: v > 0, "> 0"),
-  )
-  for flag, value, ok, want in checks:
-    if value is not None and not ok(value):
-      raise CliError(f"{flag} must be {want}, got {value}")
-  if args.epochs == 0 and not args.allow_untrained:
-    raise CliError("--epochs 0 trains nothing (Original and Retrain would be "
-                   "their random initialization); add --allow-untrained to "
-                   "run it anyway")
-  if args.stop_every is not None and args.stop_when is None:
-    raise CliError("--stop-every needs --stop-when RULE")
-  if args.stop_when is not None:
-    from oeu_jax import stopping
-    try:
-      stopping.parse(args.stop_when)
-    except ValueError as e:
-      raise CliError(f"--stop-when: {e}") from None
-  for flag, values in (("--seeds", args.seeds), ("--methods", args.methods)):
-    dups = sorted({str(v) for v in values if values.count(v) > 1})
-    if dups:
-      raise CliError(f"{flag} lists {', '.join(dups)} more than once")
-  if any(s < 0 for s in args.seeds):
-    raise CliError(f"--seeds must be >= 0, got "
-                   f"{','.join(str(s) for s in args.seeds)}")
-  if args.data_dir is not None:
-    _check_dir("--data-dir", Path(args.data_dir))
-
-
-def _check_dir(flag: str, path: Path) -> None:
-  if not path.exists():
-    raise CliError(f"{flag} {path} does not exist")
-  if not path.is_dir():
-    raise CliError(f"{flag} {path} is not a directory")
-  if not os.access(path, os.R_OK | os.X_OK):
-    raise CliError(f"{flag} {path} is not readable")
-
-
-def _quick(cfg: config_lib.RunConfig) -> config_lib.RunConfig:
-  from oeu_jax.runner import config as config_lib
-  t = cfg.train or config_lib.default_train(cfg.dataset)
-  u = cfg.unlearn or config_lib.default_unlearn(cfg.dataset, cfg.scenario)
-  return dataclasses.replace(
-      cfg, train=t._replace(epochs=min(t.epochs, 3)),
-      unlearn=dataclasses.replace(u, epochs=min(u.epochs, 2)))
-
-
-def _loop_options(cfg: config_lib.RunConfig, *,
-                  checkpoint_every: Optional[int],
-                  skip_nonfinite: bool) -> config_lib.RunConfig:
-  """Applies the checkpoint and non-finite flags to both loops."""
-  from oeu_jax.runner import config as config_lib
-  t = cfg.train or config_lib.default_train(cfg.dataset)
-  u = cfg.unlearn or config_lib.default_unlearn(cfg.dataset, cfg.scenario)
-  extra = {"skip_nonfinite": True} if skip_nonfinite else {}
-  if checkpoint_every is not None:
-    extra["checkpoint_every"] = checkpoint_every
-  return dataclasses.replace(cfg, train=t._replace(**extra),
-                             unlearn=dataclasses.replace(u, **extra))
-
-
-def demo_configs(seed: int) -> list:
-  """The demo's two experiments: class-wise and 10% random forgetting."""
-  from oeu_jax.runner import config as config_lib
-  base = config_lib.RunConfig(dataset="digits", model="cnn", bits="w4a8",
-                              methods=("oeu",), seeds=(seed,))
-  return [dataclasses.replace(base, scenario="class", forget_ratio=None,
-                              forget_class=DEMO_FORGET_CLASS),
-          dataclasses.replace(base, scenario="random", forget_ratio=0.1)]
-
-
-def run_config_from_args(args) -> config_lib.RunConfig:
-  """Builds (and validates) a RunConfig from ``run`` arguments."""
-  _check_ranges(args)
-  if args.scenario == "random":
-    if args.forget_class is not None:
-      raise CliError("--forget-class is for --scenario class; use "
-                     "--forget-ratio with --scenario random")
-    ratio = 0.1 if args.forget_ratio is None else args.forget_ratio
-    fclass = None
-  else:
-    if args.forget_ratio is not None:
-      raise CliError("--forget-ratio is for --scenario random; use "
-                     "--forget-class with --scenario class")
-    if args.forget_class is None:
-      raise CliError("--scenario class needs --forget-class C")
-    ratio, fclass = None, args.forget_class
-  from oeu_jax import methods as methods_lib
-  from oeu_jax.runner import config as config_lib
-  train = config_lib.default_train(args.dataset)
-  if args.epochs is not None:
-    train = train._replace(epochs=args.epochs)
-  if args.batch_size is not None:
-    train = train._replace(batch_size=args.batch_size)
-  unl = config_lib.default_unlearn(args.dataset, args.scenario)
-  for field, value in (("epochs", args.unlearn_epochs),
-                       ("batch_size", args.unlearn_batch_size),
-                       ("lr", args.unlearn_lr),
-                       ("stop_when", args.stop_when),
-                       ("stop_every", args.stop_every)):
-    if value is not None:
-      unl = dataclasses.replace(unl, **{field: value})
-  return config_lib.RunConfig(
-      dataset=args.dataset, data_dir=args.data_dir, model=args.model,
-      bits=args.bits, quant_impl=args.quant_impl,
-      float_ends=not args.quantize_ends,
-      scenario=args.scenario, forget_ratio=ratio, forget_class=fclass,
-      methods=args.methods, seeds=args.seeds, train=train, unlearn=unl,
-      optimizer=methods_lib.OptimizerConfig(name=args.optimizer),
-      max_examples=args.max_examples, allow_untrained=args.allow_untrained)
-
-
-def _title(cfg: config_lib.RunConfig) -> str:
-  return (f"{cfg.dataset} / {cfg.model} / {cfg.bits} / {cfg.scenario} "
-          + (f"class {cfg.forget_class}" if cfg.scenario == "class"
-             else f"{cfg.forget_ratio:g}"))
 
 
 def execute(configs: Sequence[config_lib.RunConfig], workdir: Path, *,
@@ -366,7 +238,7 @@ def execute(configs: Sequence[config_lib.RunConfig], workdir: Path, *,
       recs = pipeline.run(cfg, workdir, progress=progress, resume=resume,
                           vmap_seeds=vmap_seeds, mesh=mesh,
                           log=lambda s: print(s, file=sys.stderr, flush=True))
-      print(f"\n## {_title(cfg)}\n\n{report.format_table(recs)}\n",
+      print(f"\n## {args_lib.title(cfg)}\n\n{report.format_table(recs)}\n",
             flush=True)
       workdir_lib.merge_results(recs, results)
       records.extend(recs)
@@ -376,19 +248,19 @@ def execute(configs: Sequence[config_lib.RunConfig], workdir: Path, *,
 
 def _configs_from_args(args) -> list:
   if args.checkpoint_every is not None and args.checkpoint_every <= 0:
-    raise CliError(f"--checkpoint-every must be > 0, got "
+    raise args_lib.CliError(f"--checkpoint-every must be > 0, got "
                    f"{args.checkpoint_every}")
   if args.devices is not None and args.devices <= 0:
-    raise CliError(f"--devices must be >= 1, got {args.devices}")
+    raise args_lib.CliError(f"--devices must be >= 1, got {args.devices}")
   if args.command == "demo":
     if args.seed < 0:
-      raise CliError(f"--seed must be >= 0, got {args.seed}")
-    configs = demo_configs(args.seed)
+      raise args_lib.CliError(f"--seed must be >= 0, got {args.seed}")
+    configs = args_lib.demo_configs(args.seed)
   else:
-    configs = [run_config_from_args(args)]
+    configs = [args_lib.run_config_from_args(args)]
   if args.quick:
-    configs = [_quick(c) for c in configs]
-  return [_loop_options(c, checkpoint_every=args.checkpoint_every,
+    configs = [args_lib.quick(c) for c in configs]
+  return [args_lib.loop_options(c, checkpoint_every=args.checkpoint_every,
                         skip_nonfinite=args.skip_nonfinite) for c in configs]
 
 
@@ -396,25 +268,11 @@ def _mesh(devices: Optional[int]) -> Optional[Mesh]:
   """``--devices N``: a mesh over the first N devices; None: one device."""
   if devices is None:
     return None
-  from oeu_jax import mesh as mesh_lib
+  from oeu_jax.engine import mesh as mesh_lib
   try:
     return mesh_lib.make_mesh(devices)
   except ValueError as e:
-    raise CliError(f"--devices {devices}: {e}") from None
-
-
-def _workdir(text: str) -> Path:
-  workdir = Path(text).resolve()
-  if workdir.exists() and not workdir.is_dir():
-    raise CliError(f"--workdir {workdir} exists and is not a directory")
-  try:
-    workdir.mkdir(parents=True, exist_ok=True)
-  except OSError as e:
-    raise CliError(f"--workdir {workdir} cannot be created: "
-                   f"{e.strerror or e}") from None
-  if not os.access(workdir, os.W_OK | os.X_OK):
-    raise CliError(f"--workdir {workdir} is not writable")
-  return workdir
+    raise args_lib.CliError(f"--devices {devices}: {e}") from None
 
 
 def export(args) -> int:
@@ -447,11 +305,11 @@ def _loaded(module: str, name: str) -> tuple:
 def _status(error: BaseException) -> Optional[int]:
   """The exit status of an error, or None for a bug (re-raised)."""
   failed = (FloatingPointError, AssertionError,
-            *_loaded("oeu_jax.checkpoint_io", "CheckpointError"),
+            *_loaded("oeu_jax.engine.checkpoint_io", "CheckpointError"),
             *_loaded("oeu_jax.runner.workdir", "WorkdirBusy"))
   if isinstance(error, failed):
     return EXIT_FAILED
-  if isinstance(error, (CliError, ValueError, FileNotFoundError,
+  if isinstance(error, (args_lib.CliError, ValueError, FileNotFoundError,
                         NotADirectoryError)):
     return EXIT_BAD_INPUT
   if isinstance(error, OSError):  # Disk full, permissions, ...
@@ -461,7 +319,7 @@ def _status(error: BaseException) -> Optional[int]:
 
 def _one_line(error: BaseException) -> str:
   """``error: ...`` in the command line's words, on one line."""
-  unfinished = _loaded("oeu_jax.loop", "UnfinishedRunError")
+  unfinished = _loaded("oeu_jax.engine.loop", "UnfinishedRunError")
   if unfinished and isinstance(error, unfinished):
     text = (f"{error.directory} holds an unfinished run (checkpoint at step "
             f"{error.step} of {error.total}): rerun with --resume to "
@@ -488,7 +346,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
       return audit_command.main(args)
     configs = _configs_from_args(args)
     mesh = _mesh(args.devices)
-    workdir = _workdir(args.workdir)
+    workdir = args_lib.workdir(args.workdir)
     execute(configs, workdir, progress=not args.no_progress,
             resume=args.resume, vmap_seeds=args.vmap_seeds, mesh=mesh)
   except KeyboardInterrupt:

@@ -9,10 +9,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from oeu_jax import losses
-from oeu_jax import methods
-from oeu_jax import models
-from oeu_jax import unlearn
+from oeu_jax.algorithm import losses
+from oeu_jax.algorithm import methods
+from oeu_jax.engine import unlearn
+from oeu_jax.nn import models
 
 K = 5
 NF, NR = 16, 32

@@ -5,7 +5,7 @@ import warnings
 import numpy as np
 import pytest
 
-from oeu_jax import audit
+from oeu_jax.evaluation import audit
 
 # --- A dense, literal NumPy port of metric.py's threshold scans (one rule
 # per column, every model compared with every threshold), to check the
@@ -180,8 +180,8 @@ def test_bad_input_is_named(call, match):
 
 
 def _tiny_config(**kw):
-  from oeu_jax import train
-  from oeu_jax import unlearn
+  from oeu_jax.engine import train
+  from oeu_jax.engine import unlearn
   from oeu_jax.runner import config as config_lib
   base = dict(dataset="digits", model="cnn", bits="float",
               model_kwargs=(("features", (4, 4)), ("hidden", 8)),
@@ -196,6 +196,7 @@ def _tiny_config(**kw):
 def test_tiny_audit_writes_its_files_and_resumes_without_recomputing(
     tmp_path):
   from oeu_jax.runner import audit as runner
+  from oeu_jax.runner import audit_report
   cfg = _tiny_config()
   lines = []
   recs = runner.run_audit(cfg, tmp_path, n_models=4, chunk=2,
@@ -216,7 +217,7 @@ def test_tiny_audit_writes_its_files_and_resumes_without_recomputing(
   assert all(abs(r["conf_median"]) < 104 for r in recs)
   assert recs[2]["settings"] == runner.DEFAULT_SETTINGS
   assert sum("vmapped" in s for s in lines) == 5  # 1 + 2 chunks + 2 chunks.
-  out = runner.write_audit(recs, tmp_path, title="tiny")
+  out = audit_report.write_audit(recs, tmp_path, title="tiny")
   assert out["json"].is_file() and out["table"].is_file()
   assert sorted(p.name for p in out["png"]) == [
       "audit_eps_oeu.png", "audit_eps_original.png",

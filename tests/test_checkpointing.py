@@ -1,4 +1,5 @@
-"""Tests for oeu_jax.checkpointing: round trips, retention, failure modes."""
+"""Tests for oeu_jax.engine.checkpointing: round trips, retention, failure
+modes."""
 
 import doctest
 import errno
@@ -14,13 +15,13 @@ import pytest
 from orbax.checkpoint._src.path import atomicity
 from orbax.checkpoint._src.serialization import type_handlers
 
-from oeu_jax import checkpoint_io
-from oeu_jax import checkpointing
-from oeu_jax.checkpointing import CheckpointError
-from oeu_jax.checkpointing import available_steps
-from oeu_jax.checkpointing import latest_step
-from oeu_jax.checkpointing import restore_checkpoint
-from oeu_jax.checkpointing import save_checkpoint
+from oeu_jax.engine import checkpoint_io
+from oeu_jax.engine import checkpointing
+from oeu_jax.engine.checkpointing import CheckpointError
+from oeu_jax.engine.checkpointing import available_steps
+from oeu_jax.engine.checkpointing import latest_step
+from oeu_jax.engine.checkpointing import restore_checkpoint
+from oeu_jax.engine.checkpointing import save_checkpoint
 
 
 class OptState(NamedTuple):

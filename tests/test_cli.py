@@ -21,19 +21,21 @@ import jax
 import numpy as np
 import pytest
 
-from oeu_jax import checkpointing
 from oeu_jax import cli
 from oeu_jax import data
-from oeu_jax import loop
-from oeu_jax import methods
-from oeu_jax import models
-from oeu_jax import progress
-from oeu_jax import quantization
+from oeu_jax import defaults
+from oeu_jax.algorithm import methods
+from oeu_jax.engine import checkpointing
+from oeu_jax.engine import loop
+from oeu_jax.engine import progress
+from oeu_jax.engine.train import TrainConfig
+from oeu_jax.engine.unlearn import UnlearnConfig
+from oeu_jax.nn import models
+from oeu_jax.nn import quantization
+from oeu_jax.runner import args as args_lib
 from oeu_jax.runner import catalog
 from oeu_jax.runner import config
 from oeu_jax.runner import pipeline
-from oeu_jax.train import TrainConfig
-from oeu_jax.unlearn import UnlearnConfig
 
 RUN = ["run", "--dataset", "digits", "--no-progress"]
 IDX = ["run", "--dataset", "mnist_idx", "--data-dir", "{tmp}/idx",
@@ -438,16 +440,16 @@ def test_catalog_matches_the_modules():
   assert catalog.BITS == quantization.BITS
   assert catalog.METHODS == tuple(methods.METHODS)
   assert catalog.OPTIMIZERS == methods.OPTIMIZERS
-  fallback = {k: getattr(TrainConfig(), k) for k in catalog.TRAIN_FALLBACK}
-  assert fallback == catalog.TRAIN_FALLBACK
+  fallback = {k: getattr(TrainConfig(), k) for k in defaults.TRAIN_FALLBACK}
+  assert fallback == defaults.TRAIN_FALLBACK
   fallback = {k: getattr(UnlearnConfig(), k)
-              for k in catalog.UNLEARN_FALLBACK}
-  assert fallback == catalog.UNLEARN_FALLBACK
+              for k in defaults.UNLEARN_FALLBACK}
+  assert fallback == defaults.UNLEARN_FALLBACK
   for d in data.DATASETS:
-    assert config.default_train(d) == TrainConfig(**catalog.train_budget(d))
+    assert config.default_train(d) == TrainConfig(**defaults.train_budget(d))
     for s in data.SCENARIOS:
       assert config.default_unlearn(d, s) == UnlearnConfig(
-          **catalog.unlearn_budget(d, s))
+          **defaults.unlearn_budget(d, s))
 
 
 class _Terminal:
@@ -511,7 +513,7 @@ def test_unfinished_run_message_names_the_api_argument(tmp_path):
 def test_stop_flags_reach_the_unlearning_config():
   args = cli.build_parser().parse_args(
       RUN + ["--stop-when", "entropy>=0.9", "--stop-every", "4"])
-  u = cli.run_config_from_args(args).unlearn
+  u = args_lib.run_config_from_args(args).unlearn
   assert (u.stop_when, u.stop_every) == ("entropy>=0.9", 4)
-  plain = cli.run_config_from_args(cli.build_parser().parse_args(RUN))
+  plain = args_lib.run_config_from_args(cli.build_parser().parse_args(RUN))
   assert plain.unlearn.stop_when is None

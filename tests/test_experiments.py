@@ -55,8 +55,8 @@ def test_paper_config_runs_on_mock_data(name, variant, tmp_path):
   # of one shape, so Retrain reuses the Original's compiled step. The
   # unoptimized programs (fast_compile) run slowly: few images, few steps.
   cfg = dataclasses.replace(
-      cfg, methods=("oeu",), max_examples=N, train=cfg.train._replace(
-          epochs=1, batch_size=12),
+      cfg, methods=("oeu",), max_examples=N, train=dataclasses.replace(
+          cfg.train, epochs=1, batch_size=12),
       unlearn=dataclasses.replace(cfg.unlearn, batch_size=16),
       method_hparams=tuple(h for h in cfg.method_hparams if h[0] == "oeu"))
   with tfds.testing.mock_data(num_examples=N):

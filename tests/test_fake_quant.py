@@ -19,12 +19,13 @@ import numpy as np
 import pytest
 
 from oeu_jax import cli
-from oeu_jax import models
-from oeu_jax import quantization
-from oeu_jax import serving
-from oeu_jax.layers import QConv
-from oeu_jax.layers import QDense
-from oeu_jax.quantization import QuantSpec
+from oeu_jax.nn import models
+from oeu_jax.nn import quantization
+from oeu_jax.nn import serving
+from oeu_jax.nn.layers import QConv
+from oeu_jax.nn.layers import QDense
+from oeu_jax.nn.quantization import QuantSpec
+from oeu_jax.runner import args as args_lib
 from oeu_jax.runner import catalog
 from oeu_jax.runner import config as config_lib
 from oeu_jax.runner import layout
@@ -194,11 +195,11 @@ def test_bad_impl_is_refused(impl):
 def test_cli_flag(capsys):
   base = ["run", "--dataset", "digits"]
   parse = cli.build_parser().parse_args
-  assert cli.run_config_from_args(parse(base)).quant_impl == "aqt"
-  cfg = cli.run_config_from_args(parse(base + ["--quant-impl", "fake"]))
+  assert args_lib.run_config_from_args(parse(base)).quant_impl == "aqt"
+  cfg = args_lib.run_config_from_args(parse(base + ["--quant-impl", "fake"]))
   assert cfg.quant_impl == "fake"
   assert config_lib.quant_spec(cfg) == QuantSpec(4, 8, impl="fake")
-  with pytest.raises(cli.CliError, match=r"--quant-impl: invalid choice"):
+  with pytest.raises(args_lib.CliError, match=r"--quant-impl: invalid choice"):
     parse(base + ["--quant-impl", "int"])
   assert cli.main(base + ["--quant-impl", "int", "--no-progress"]) == 2
   err = capsys.readouterr().err.strip().splitlines()

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from experiments import first_order
-from oeu_jax import losses
+from oeu_jax.algorithm import losses
 
 ETAS = tuple(float(v) for v in np.logspace(-2.5, -1.0, 6))
 

@@ -3,7 +3,7 @@
 import math
 
 from experiments import grid
-from oeu_jax import methods
+from oeu_jax.algorithm import methods
 from oeu_jax.runner import config as config_lib
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from jax.test_util import check_grads
 
-from oeu_jax import losses
+from oeu_jax.algorithm import losses
 
 
 def _np_softmax(z):

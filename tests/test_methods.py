@@ -14,10 +14,10 @@ import numpy as np
 import optax
 import pytest
 
-from oeu_jax import losses
-from oeu_jax import methods
-from oeu_jax import models
-from oeu_jax import unlearn
+from oeu_jax.algorithm import losses
+from oeu_jax.algorithm import methods
+from oeu_jax.engine import unlearn
+from oeu_jax.nn import models
 
 K, NF, NR = mh.K, mh.NF, mh.NR
 

@@ -1,4 +1,4 @@
-"""Tests for oeu_jax.metrics against hand computations."""
+"""Tests for oeu_jax.evaluation.metrics against hand computations."""
 
 import doctest
 import math
@@ -7,16 +7,16 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from oeu_jax import logit_math
-from oeu_jax import metrics
-from oeu_jax import mia
-from oeu_jax.metrics import accuracy
-from oeu_jax.metrics import avg_gap
-from oeu_jax.metrics import forgetting_diagnostics
-from oeu_jax.metrics import mia_efficacy
-from oeu_jax.metrics import normalized_entropy
-from oeu_jax.metrics import summarize
-from oeu_jax.metrics import unlearning_metrics
+from oeu_jax.evaluation import logit_math
+from oeu_jax.evaluation import metrics
+from oeu_jax.evaluation import mia
+from oeu_jax.evaluation.metrics import accuracy
+from oeu_jax.evaluation.metrics import avg_gap
+from oeu_jax.evaluation.metrics import forgetting_diagnostics
+from oeu_jax.evaluation.metrics import mia_efficacy
+from oeu_jax.evaluation.metrics import normalized_entropy
+from oeu_jax.evaluation.metrics import summarize
+from oeu_jax.evaluation.metrics import unlearning_metrics
 
 
 def _logits_with_true_prob(labels, probs, num_classes):

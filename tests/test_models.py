@@ -1,4 +1,4 @@
-"""Tests for oeu_jax.models: quantized layers and the three classifiers.
+"""Tests for oeu_jax.nn.models: quantized layers and the three classifiers.
 
 Everything runs jitted with the (hashable) module as a static argument: on a
 slow CPU, eager AQT dispatch compiles dozens of tiny programs per call, while
@@ -16,11 +16,11 @@ from reference import cosine
 from reference import fake_quant
 from reference import rel_err
 
-from oeu_jax import models
-from oeu_jax.models import QConv
-from oeu_jax.models import QDense
-from oeu_jax.quantization import QuantSpec
-from oeu_jax.quantization import preset
+from oeu_jax.nn import models
+from oeu_jax.nn.models import QConv
+from oeu_jax.nn.models import QDense
+from oeu_jax.nn.quantization import QuantSpec
+from oeu_jax.nn.quantization import preset
 
 # Tiny shapes: XLA's optimization passes cost more than they save here.
 pytestmark = pytest.mark.usefixtures("fast_compile")

@@ -7,20 +7,22 @@ it, keep the checkpoint before it restorable, or, with ``skip_nonfinite``,
 drop exactly those updates and finish.
 """
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
 
-from oeu_jax import checkpointing
 from oeu_jax import data
-from oeu_jax import losses
-from oeu_jax import methods
-from oeu_jax import models
-from oeu_jax import train
-from oeu_jax import transforms
-from oeu_jax import unlearn
+from oeu_jax.algorithm import losses
+from oeu_jax.algorithm import methods
+from oeu_jax.algorithm import transforms
+from oeu_jax.engine import checkpointing
+from oeu_jax.engine import train
+from oeu_jax.engine import unlearn
+from oeu_jax.nn import models
 
 N, BATCH, EPOCHS, POISON = 64, 16, 2, 5
 
@@ -74,7 +76,7 @@ def test_training_stops_at_the_bad_step_and_keeps_the_last_checkpoint(
 
   # Skipping instead: exactly the poisoned steps are dropped.
   res = train.fit(model, _poisoned(digits.train_x), digits.train_y,
-                  config=cfg._replace(skip_nonfinite=True), seed=0)
+                  config=dataclasses.replace(cfg, skip_nonfinite=True), seed=0)
   assert res.skipped_steps == len(bad) >= 1
   assert int(res.state.step) == total and _tree_finite(res.state)
   np.testing.assert_array_equal(np.flatnonzero(~np.isfinite(res.losses)), bad)

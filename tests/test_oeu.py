@@ -12,10 +12,10 @@ import numpy as np
 import optax
 import pytest
 
-from oeu_jax import losses
-from oeu_jax import methods
-from oeu_jax import models
-from oeu_jax import transforms
+from oeu_jax.algorithm import losses
+from oeu_jax.algorithm import methods
+from oeu_jax.algorithm import transforms
+from oeu_jax.nn import models
 
 
 @pytest.fixture(scope="module")

@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 
 from oeu_jax import cli
-from oeu_jax import train
-from oeu_jax import unlearn
+from oeu_jax.engine import train
+from oeu_jax.engine import unlearn
+from oeu_jax.runner import args as args_lib
 from oeu_jax.runner import config
 from oeu_jax.runner import export
 from oeu_jax.runner import layout
@@ -143,7 +144,7 @@ def test_vmapped_seeds_match_sequential_runs_and_share_checkpoints(
 def test_checkpoint_names_are_stable():
   # The demo's directories as the pipeline named them before the runner
   # package existed: existing work directories keep being reused.
-  classwise, random10 = (config.resolve(c) for c in cli.demo_configs(0))
+  classwise, random10 = (config.resolve(c) for c in args_lib.demo_configs(0))
   for cfg, tag, oeu in ((classwise, "class3", "oeu-class3-8bce7ecad8"),
                         (random10, "random0.1", "oeu-random0.1-36de0971fb")):
     lay = layout.Layout.of(cfg, "/w")
@@ -153,7 +154,7 @@ def test_checkpoint_names_are_stable():
                 "seed0/original", f"seed0/retrain-{tag}", f"seed0/{oeu}"]
   # Checkpoint cadence is not part of a run's identity.
   more = dataclasses.replace(
-      classwise, train=classwise.train._replace(checkpoint_every=7),
+      classwise, train=dataclasses.replace(classwise.train, checkpoint_every=7),
       unlearn=dataclasses.replace(classwise.unlearn, checkpoint_every=3))
   assert (layout.Layout.of(more, "/w").checkpoint_dir(0, "oeu")
           == layout.Layout.of(classwise, "/w").checkpoint_dir(0, "oeu"))
@@ -211,7 +212,9 @@ def test_export_of_a_28x28_cnn_records_its_input_shape(tmp_path):
 
 _COUNT_MESHES = textwrap.dedent("""
     import sys
-    from oeu_jax import cli, train, unlearn
+    from oeu_jax import cli
+    from oeu_jax.engine import train
+    from oeu_jax.engine import unlearn
     seen = []
     def spy(fn):
       def wrapped(*args, **kwargs):

@@ -17,9 +17,9 @@ from hypothesis import settings
 from hypothesis import strategies as st
 
 from oeu_jax import data
-from oeu_jax import train
-from oeu_jax import transforms
-from oeu_jax import unlearn
+from oeu_jax.algorithm import transforms
+from oeu_jax.engine import train
+from oeu_jax.engine import unlearn
 
 # Relative rounding error of one operation, per dtype (float32: 2^-24, with
 # room for sums of up to ~100 terms; bfloat16: 2^-8 plus cancellation).

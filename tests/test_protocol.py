@@ -16,8 +16,8 @@ from experiments import protocol
 from experiments import table
 from experiments import tune
 from oeu_jax import data
-from oeu_jax import methods
-from oeu_jax import unlearn
+from oeu_jax.algorithm import methods
+from oeu_jax.engine import unlearn
 from oeu_jax.runner import config as config_lib
 from oeu_jax.runner import pipeline
 from oeu_jax.runner import workdir as workdir_lib
@@ -123,7 +123,7 @@ def tiny_tuner(tmp_path_factory):
       "--train-epochs", "4", "--workdir", str(work)])
   ds = data.load_dataset("digits", max_examples=300)
   args.num_classes = ds.num_classes
-  train = config_lib.default_train("digits")._replace(epochs=4)
+  train = dataclasses.replace(config_lib.default_train("digits"), epochs=4)
   units = tune.units(ds, "class", (100,), 0.1)
   return args, units, train
 
@@ -305,7 +305,7 @@ def test_table_records_file_reuses_finished_runs(tiny_tuner, tmp_path,
   # Tuning unit 100's Original and Retrain are in the tuner's workdir; a
   # table on "seed 100" reuses them (the entry says it was tuned on 7).
   entry = {"seeds": [7], "model": "cnn", "bits": "w4a8",
-           "train": train._asdict(), "forget_ratio": None,
+           "train": dataclasses.asdict(train), "forget_ratio": None,
            "max_examples": 300,
            "methods": {"ga": {"pick": {"lr": 1e-4, "hparams": {},
                                        "epochs": 1}}}}
@@ -328,7 +328,7 @@ def test_table_records_file_reuses_finished_runs(tiny_tuner, tmp_path,
 
 
 def test_stored_records_must_match_the_configuration():
-  train = config_lib.default_train("digits")._replace(epochs=2)
+  train = dataclasses.replace(config_lib.default_train("digits"), epochs=2)
   cfg = config_lib.resolve(config_lib.RunConfig(
       dataset="digits", scenario="class", forget_class=0, methods=("ga",),
       seeds=(0, 1), train=train))

@@ -1,4 +1,4 @@
-"""Tests for oeu_jax.quantization: presets, validation, AQT dot-general."""
+"""Tests for oeu_jax.nn.quantization: presets, validation, AQT dot-general."""
 
 import aqt.jax.v2.flax.aqt_flax as aqt_flax
 import flax.linen as nn
@@ -10,9 +10,9 @@ from reference import cosine
 from reference import fake_quant
 from reference import rel_err
 
-from oeu_jax import quantization
-from oeu_jax.quantization import BITS
-from oeu_jax.quantization import QuantSpec
+from oeu_jax.nn import quantization
+from oeu_jax.nn.quantization import BITS
+from oeu_jax.nn.quantization import QuantSpec
 
 
 class _Dense(nn.Module):

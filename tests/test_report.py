@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from experiments import run as run_lib
-from oeu_jax import methods
-from oeu_jax import train as train_lib
-from oeu_jax import unlearn as unlearn_lib
+from oeu_jax.algorithm import methods
+from oeu_jax.engine import train as train_lib
+from oeu_jax.engine import unlearn as unlearn_lib
 from oeu_jax.runner import config
 from oeu_jax.runner import pipeline
 from oeu_jax.runner import report

@@ -24,10 +24,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from oeu_jax import checkpointing
 from oeu_jax import data
-from oeu_jax import models
-from oeu_jax import train
+from oeu_jax.engine import checkpointing
+from oeu_jax.engine import train
+from oeu_jax.nn import models
 
 TRAIN_STEPS = 30  # 240 examples, batch 16, 2 epochs.
 UNLEARN_STEPS = 24  # max(48/16, 192/16) = 12 steps per epoch, 2 epochs.
@@ -35,7 +35,11 @@ UNLEARN_STEPS = 24  # max(48/16, 192/16) = 12 steps per epoch, 2 epochs.
 SCRIPT = """
 import logging, sys
 import jax, numpy as np
-from oeu_jax import data, methods, models, train, unlearn
+from oeu_jax import data
+from oeu_jax.algorithm import methods
+from oeu_jax.nn import models
+from oeu_jax.engine import train
+from oeu_jax.engine import unlearn
 
 logging.basicConfig(level=logging.INFO, stream=sys.stderr, force=True)
 logging.getLogger("absl").setLevel(logging.WARNING)  # orbax's chatter.

@@ -20,12 +20,12 @@ from pathlib import Path
 import jax
 import pytest
 
-from oeu_jax import checkpointing
 from oeu_jax import cli
-from oeu_jax import executors
-from oeu_jax import models
-from oeu_jax import train
-from oeu_jax import unlearn
+from oeu_jax.engine import checkpointing
+from oeu_jax.engine import executors
+from oeu_jax.engine import train
+from oeu_jax.engine import unlearn
+from oeu_jax.nn import models
 from oeu_jax.runner import config
 from oeu_jax.runner import layout
 from oeu_jax.runner import pipeline
@@ -85,9 +85,9 @@ def test_disk_full_exits_1_with_one_line_and_keeps_the_checkpoint(tmp_path):
       capture_output=True, text=True, env=ENV, timeout=600, check=False,
       cwd=REPO_ROOT)
   assert proc.returncode == 1, proc.stderr
+  two = dataclasses.replace(CFG.train, epochs=2)
   ckpt = layout.Layout.of(config.resolve(dataclasses.replace(
-      CFG, train=CFG.train._replace(epochs=2))), work).checkpoint_dir(
-          0, "original")
+      CFG, train=two)), work).checkpoint_dir(0, "original")
   assert _one_error_line(proc.stderr) == (
       f"error: Cannot save checkpoint step 4 in {ckpt}: No space left on "
       "device (ENOSPC); the last complete checkpoint, step 2, is kept.")
@@ -236,10 +236,11 @@ def test_zero_unlearning_epochs_are_no_unlearning(run_a):
 
 def test_zero_training_epochs_need_allow_untrained():
   with pytest.raises(ValueError, match="train.epochs is 0.*allow_untrained"):
-    config.resolve(dataclasses.replace(CFG, train=CFG.train._replace(
-        epochs=0)))
+    config.resolve(dataclasses.replace(CFG, train=dataclasses.replace(
+        CFG.train, epochs=0)))
   config.resolve(dataclasses.replace(
-      CFG, train=CFG.train._replace(epochs=0), allow_untrained=True))
+      CFG, train=dataclasses.replace(CFG.train, epochs=0),
+      allow_untrained=True))
 
 
 # 6. Time and metrics of a resumed run.

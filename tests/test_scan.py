@@ -1,4 +1,5 @@
-"""The chunked one-lane executor (:class:`oeu_jax.executors.ScanExecutor`).
+"""The chunked one-lane executor
+(:class:`oeu_jax.engine.executors.ScanExecutor`).
 
 K steps per dispatch through ``lax.scan`` must keep what the one-step loop
 did: the same steps, metrics and non-finite policy, stops and checkpoints at
@@ -13,14 +14,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from oeu_jax import checkpointing
 from oeu_jax import data
-from oeu_jax import executors
-from oeu_jax import loop
-from oeu_jax import methods
-from oeu_jax import models
-from oeu_jax import train
-from oeu_jax import unlearn
+from oeu_jax.algorithm import methods
+from oeu_jax.engine import checkpointing
+from oeu_jax.engine import executors
+from oeu_jax.engine import loop
+from oeu_jax.engine import train
+from oeu_jax.engine import unlearn
+from oeu_jax.nn import models
 
 
 @pytest.fixture(scope="module")

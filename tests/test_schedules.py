@@ -1,7 +1,7 @@
 """Unlearning schedules visit exactly the batches they should.
 
-Host-side index plans of :mod:`oeu_jax.unlearn` (pure functions of seed and
-step) are checked example by example; a tiny run per schedule checks that
+Host-side index plans of :mod:`oeu_jax.engine.unlearn` (pure functions of seed
+and step) are checked example by example; a tiny run per schedule checks that
 the compiled step sees the batch kinds the plan says (a method that records
 which batches it received), on one device and vmapped over seeds.
 """
@@ -14,11 +14,11 @@ import numpy as np
 import optax
 import pytest
 
-from oeu_jax import losses
-from oeu_jax import methods
-from oeu_jax import models
-from oeu_jax import seeds as seeds_lib
-from oeu_jax import unlearn
+from oeu_jax.algorithm import losses
+from oeu_jax.algorithm import methods
+from oeu_jax.engine import seeds as seeds_lib
+from oeu_jax.engine import unlearn
+from oeu_jax.nn import models
 
 NF, NR = 10, 23  # Not multiples of the batch: the last batch wraps.
 

@@ -1,8 +1,8 @@
 """Seeds vmapped in one program equal sequential runs; devices equal one.
 
-Each test compares :mod:`oeu_jax.seeds` with the sequential loops
-(:func:`oeu_jax.train.fit`, :func:`oeu_jax.unlearn.unlearn`) on a tiny W4A8
-CNN (first conv float, second quantized: both convolution paths) and a
+Each test compares :mod:`oeu_jax.engine.seeds` with the sequential loops
+(:func:`oeu_jax.engine.train.fit`, :func:`oeu_jax.engine.unlearn.unlearn`) on a
+tiny W4A8 CNN (first conv float, second quantized: both convolution paths) and a
 digits subset. The multi-device test runs in a subprocess, where
 ``XLA_FLAGS=--xla_force_host_platform_device_count=4`` is set before JAX
 starts.
@@ -22,12 +22,13 @@ import numpy as np
 import pytest
 
 from oeu_jax import data
-from oeu_jax import executors
-from oeu_jax import methods
-from oeu_jax import models
-from oeu_jax import seeds as seeds_lib
-from oeu_jax import train
-from oeu_jax import unlearn
+from oeu_jax.algorithm import methods
+from oeu_jax.engine import executors
+from oeu_jax.engine import lanes
+from oeu_jax.engine import seeds as seeds_lib
+from oeu_jax.engine import train
+from oeu_jax.engine import unlearn
+from oeu_jax.nn import models
 
 SEEDS = (0, 1, 2)
 N_TRAIN = 240
@@ -189,20 +190,20 @@ def test_seedwise_convolutions_equal_grouped_ones(setup, monkeypatch):
   cfg = train.TrainConfig(epochs=1, batch_size=32, lr=0.05)
   x, y = ds.train_x[:96], ds.train_y[:96]
   chosen = []
-  call = seeds_lib._Executor.__call__  # pylint: disable=protected-access
+  call = lanes.Executor.__call__
 
   def spy(self, *args):
     out = call(self, *args)
     chosen.append(self._per_step)  # pylint: disable=protected-access
     return out
-  monkeypatch.setattr(seeds_lib._Executor, "__call__", spy)  # pylint: disable=protected-access
+  monkeypatch.setattr(lanes.Executor, "__call__", spy)
   programs = executors.Programs()
   a = seeds_lib.fit_seeds(model, x, y, config=cfg, seeds=(0, 1),
                           seedwise_convs=True, programs=programs)
   again = seeds_lib.fit_seeds(model, x, y, config=cfg, seeds=(2, 3),
                               seedwise_convs=True, programs=programs)
   assert (programs.compiles, programs.hits) == (1, 1)
-  monkeypatch.setattr(seeds_lib, "SCANNED_CONVS", 99)
+  monkeypatch.setattr(lanes, "SCANNED_CONVS", 99)
   b = seeds_lib.fit_seeds(model, x, y, config=cfg, seeds=(0, 1),
                           seedwise_convs=False)
   assert chosen == [jax.default_backend() == "cpu"] * 2 + [False]
@@ -230,8 +231,12 @@ _MULTI_DEVICE = textwrap.dedent("""
     import json
     import flax.linen as nn
     import jax, jax.numpy as jnp, numpy as np
-    from oeu_jax import data, methods, models, train, unlearn
-    from oeu_jax import mesh as mesh_lib, seeds as seeds_lib
+    from oeu_jax import data
+    from oeu_jax.algorithm import methods
+    from oeu_jax.nn import models
+    from oeu_jax.engine import train
+    from oeu_jax.engine import unlearn
+    from oeu_jax.engine import mesh as mesh_lib, seeds as seeds_lib
 
     def rel(a, b):
       num = sum(float(jnp.sum((x - y) ** 2)) for x, y in

@@ -1,4 +1,4 @@
-"""Tests for oeu_jax.serving and oeu_jax.runner.export.
+"""Tests for oeu_jax.nn.serving and oeu_jax.runner.export.
 
 A small CNN is trained on scikit-learn's digits (3 epochs, W8A8 and W4A8);
 its converted (int8 / int4) form must give the same logits as the
@@ -16,14 +16,15 @@ import numpy as np
 import optax
 import pytest
 
-from oeu_jax import checkpointing
 from oeu_jax import data as data_lib
-from oeu_jax import models
-from oeu_jax import quantization
-from oeu_jax import serving
-from oeu_jax import train
-from oeu_jax import unlearn
-from oeu_jax.quantization import QuantSpec
+from oeu_jax.engine import checkpointing
+from oeu_jax.engine import train
+from oeu_jax.engine import unlearn
+from oeu_jax.nn import inference
+from oeu_jax.nn import models
+from oeu_jax.nn import quantization
+from oeu_jax.nn import serving
+from oeu_jax.nn.quantization import QuantSpec
 from oeu_jax.runner import export
 from oeu_jax.runner import layout
 
@@ -75,7 +76,7 @@ def test_predictions_equal_on_digits_test_set(trained, digits, bits):
   model, params, stats = trained[bits]
   variables, _ = serving.convert(model, params, stats, input_shape=_SHAPE)
   for batch_size in (512, 64):  # One batch; several with a padded last one.
-    want = train.predict(model, params, stats, digits.test_x,
+    want = inference.predict(model, params, stats, digits.test_x,
                          batch_size=batch_size)
     got = serving.predict(model, variables, digits.test_x,
                           batch_size=batch_size)
@@ -259,7 +260,7 @@ def test_export_round_trip(trained, digits, tmp_path):
     bits = entry["bits"]
     unlearned = not entry["dest"].endswith("/original")
     src_params = params_u if unlearned else trained[bits][1]
-    want = train.predict(trained[bits][0], src_params, {}, digits.test_x)
+    want = inference.predict(trained[bits][0], src_params, {}, digits.test_x)
     got = serving.predict(model, variables, digits.test_x)
     np.testing.assert_array_equal(got, want)
     assert variables["aqt"]["fc1"]["AqtDotGeneral_0"]["qrhs"][

@@ -5,7 +5,7 @@ gradients NumPy computes by hand; the reference arithmetic is written out
 again in NumPy from the reference code (``ssd.py`` of
 if-loops/selective-synaptic-dampening, ``unlearn.py`` of
 vikram2000b/bad-teaching-unlearning; commits in experiments/REFERENCES.md).
-Then both run through :func:`oeu_jax.unlearn.unlearn` on digits.
+Then both run through :func:`oeu_jax.engine.unlearn.unlearn` on digits.
 """
 
 import doctest
@@ -22,10 +22,10 @@ from experiments import protocol
 from experiments import tune
 from experiments import tune_report
 from oeu_jax import data as data_lib
-from oeu_jax import methods
-from oeu_jax import models
-from oeu_jax import unlearn
-from oeu_jax.methods.ssd import importance_fn
+from oeu_jax.algorithm import methods
+from oeu_jax.algorithm.methods.ssd import importance_fn
+from oeu_jax.engine import unlearn
+from oeu_jax.nn import models
 
 K, H = 4, 8
 
@@ -335,5 +335,5 @@ def test_ssd_search_is_its_knob_grid_alone(monkeypatch):
 
 @pytest.mark.parametrize("module", ["ssd", "bad_teacher"])
 def test_doctests(module):
-  mod = importlib.import_module(f"oeu_jax.methods.{module}")
+  mod = importlib.import_module(f"oeu_jax.algorithm.methods.{module}")
   assert doctest.testmod(mod).failed == 0

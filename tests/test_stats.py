@@ -1,4 +1,5 @@
-"""Tests for oeu_jax.stats against SciPy, NumPy reference loops, hand sums."""
+"""Tests for oeu_jax.evaluation.stats against SciPy, NumPy reference loops, hand
+sums."""
 
 import doctest
 import math
@@ -10,17 +11,17 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from scipy import stats as sp_stats
 
-from oeu_jax import pairing
-from oeu_jax import stats
-from oeu_jax.stats import avg_gap_of_means
-from oeu_jax.stats import best_baseline
-from oeu_jax.stats import marker
-from oeu_jax.stats import mean_per_seed_gap
-from oeu_jax.stats import paired_difference_test
-from oeu_jax.stats import paired_test
-from oeu_jax.stats import paired_units
-from oeu_jax.stats import per_unit_gaps
-from oeu_jax.stats import summary
+from oeu_jax.evaluation import pairing
+from oeu_jax.evaluation import stats
+from oeu_jax.evaluation.significance import marker
+from oeu_jax.evaluation.significance import paired_difference_test
+from oeu_jax.evaluation.significance import paired_test
+from oeu_jax.evaluation.stats import avg_gap_of_means
+from oeu_jax.evaluation.stats import best_baseline
+from oeu_jax.evaluation.stats import mean_per_seed_gap
+from oeu_jax.evaluation.stats import paired_units
+from oeu_jax.evaluation.stats import per_unit_gaps
+from oeu_jax.evaluation.stats import summary
 
 KEYS = ("ua", "ra", "ta", "mia_efficacy")
 

@@ -7,18 +7,17 @@ where XLA's CPU backend runs convolution gradients ~40x slower. The runs
 still see the planned batches, and the sequential and vmapped paths agree.
 """
 
-import dataclasses
 
 import jax
 import numpy as np
 import pytest
 
-from oeu_jax import executors
-from oeu_jax import loop
-from oeu_jax import methods
-from oeu_jax import models
-from oeu_jax import seeds as seeds_lib
-from oeu_jax import unlearn
+from oeu_jax.algorithm import methods
+from oeu_jax.engine import executors
+from oeu_jax.engine import loop
+from oeu_jax.engine import seeds as seeds_lib
+from oeu_jax.engine import unlearn
+from oeu_jax.nn import models
 
 NF, NR, K = 12, 40, 4
 

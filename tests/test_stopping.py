@@ -6,13 +6,14 @@ import jax
 import numpy as np
 import pytest
 
-from oeu_jax import checkpointing
-from oeu_jax import loop
-from oeu_jax import methods
-from oeu_jax import models
-from oeu_jax import seeds as seeds_lib
-from oeu_jax import stopping
-from oeu_jax import unlearn
+from oeu_jax.algorithm import methods
+from oeu_jax.engine import checkpointing
+from oeu_jax.engine import loop
+from oeu_jax.engine import seeds as seeds_lib
+from oeu_jax.engine import stopping
+from oeu_jax.engine import unlearn
+from oeu_jax.nn import models
+from oeu_jax.runner import layout
 
 NF, NR, K = 12, 20, 3
 
@@ -71,10 +72,11 @@ def test_the_metric_matches_numpy(tiny):
   assert 0.0 < ent <= 1.0
 
 
-def test_the_repr_omits_the_rule_at_its_default():
-  # Checkpoint fingerprints and stored tuning trials hash this repr.
-  assert "stop" not in repr(unlearn.UnlearnConfig(stop_every=7))
-  r = repr(unlearn.UnlearnConfig(stop_when="ua>=90"))
+def test_the_fingerprint_text_omits_the_rule_at_its_default():
+  # Checkpoint fingerprints and stored tuning trials hash this text.
+  assert "stop" not in layout.config_repr(
+      unlearn.UnlearnConfig(stop_every=7))
+  r = layout.config_repr(unlearn.UnlearnConfig(stop_when="ua>=90"))
   assert "stop_when='ua>=90'" in r and "stop_every=10" in r
 
 

@@ -1,10 +1,11 @@
-"""Tests for oeu_jax.tally: a run's seconds and metric means across resumes."""
+"""Tests for oeu_jax.engine.tally: a run's seconds and metric means across
+resumes."""
 
 import json
 
 import numpy as np
 
-from oeu_jax import tally
+from oeu_jax.engine import tally
 
 
 def _rows(values, finite=None):

@@ -7,7 +7,7 @@ import optax
 import pytest
 
 import oeu_jax
-from oeu_jax import transforms
+from oeu_jax.algorithm import transforms
 
 
 def _random_tree(rng, dtype=np.float32):
@@ -188,7 +188,7 @@ def test_jit_compiles_once():
 
 def test_first_order_guarantee_on_a_real_loss():
   """A small step along -g_f_perp changes L_r by O(eta^2), L_f by -eta|g|^2."""
-  from oeu_jax import losses
+  from oeu_jax.algorithm import losses
   rng = np.random.default_rng(8)
   w = {"w": jnp.asarray(rng.normal(size=(6, 4)), jnp.float32),
        "b": jnp.zeros(4)}

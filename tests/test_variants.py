@@ -12,12 +12,12 @@ import optax
 import pytest
 
 from oeu_jax import data as data_lib
-from oeu_jax import losses
-from oeu_jax import methods
-from oeu_jax import models
-from oeu_jax import transforms
-from oeu_jax import unlearn
-from oeu_jax import variants
+from oeu_jax.algorithm import losses
+from oeu_jax.algorithm import methods
+from oeu_jax.algorithm import transforms
+from oeu_jax.algorithm import variants
+from oeu_jax.engine import unlearn
+from oeu_jax.nn import models
 
 VARIANTS = ("oeu_ema", "oeu_subspace", "oeu_post", "oeu_complement",
             "oeu_renorm")

@@ -9,5 +9,5 @@
 * :mod:`~oeu_jax.runner.evaluate`: one model on one split -> a record;
 * :mod:`~oeu_jax.runner.report`: tables and plots of the records;
 * :mod:`~oeu_jax.runner.export`: a work directory's models in integer
-  serving form (:mod:`oeu_jax.serving`).
+  serving form (:mod:`oeu_jax.nn.serving`).
 """

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from oeu_jax.runner import args as args_lib
 from oeu_jax.runner import catalog
 
 DEFAULT_MODELS = 8
@@ -77,7 +78,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
                  help="at most 3 training and 2 unlearning epochs")
   a.add_argument("--no-progress", action="store_true",
                  help="no progress bars")
-  # What ``cli.run_config_from_args`` reads and the audit does not offer.
+  # What ``args.run_config_from_args`` reads and the audit does not offer.
   a.set_defaults(seeds=(0,), quantize_ends=False, allow_untrained=False,
                  batch_size=None, unlearn_batch_size=None, unlearn_lr=None,
                  stop_when=None, stop_every=None, optimizer="sgd",
@@ -87,7 +88,6 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 def main(args) -> int:
   """Runs ``audit``; bad input raises ValueError (one line in the CLI)."""
-  from oeu_jax import cli  # The checks and budgets ``run`` uses.
   if args.models < 4:
     raise ValueError(f"--models must be >= 4 (each half of the retrain "
                      f"split needs 2), got {args.models}")
@@ -100,20 +100,21 @@ def main(args) -> int:
     if m not in catalog.METHODS:
       raise ValueError(f"--methods: unknown method {m!r}; valid: "
                        f"{', '.join(catalog.METHODS)}")
-  cfg = cli.run_config_from_args(args)
+  cfg = args_lib.run_config_from_args(args)
   if args.quick:
-    cfg = cli._quick(cfg)  # pylint: disable=protected-access
-  cfg = cli._loop_options(  # pylint: disable=protected-access
+    cfg = args_lib.quick(cfg)
+  cfg = args_lib.loop_options(
       cfg, checkpoint_every=args.checkpoint_every, skip_nonfinite=False)
-  workdir = cli._workdir(args.workdir)  # pylint: disable=protected-access
+  workdir = args_lib.workdir(args.workdir)
   from oeu_jax.runner import audit as audit_lib
+  from oeu_jax.runner import audit_report
   records = audit_lib.run_audit(
       cfg, workdir, n_models=args.models, chunk=args.chunk,
       progress=not args.no_progress, resume=args.resume,
       log=lambda s: print(s, file=sys.stderr, flush=True))
-  title = (f"Audit: {cli._title(cfg)}, N = "  # pylint: disable=protected-access
+  title = (f"Audit: {args_lib.title(cfg)}, N = "
            f"{args.models}")
-  out = audit_lib.write_audit(records, workdir, title=title)
+  out = audit_report.write_audit(records, workdir, title=title)
   print(out["markdown"], flush=True)
   print(f"wrote {out['json']}, {out['table']} and {len(out['png'])} PNGs")
   return 0

@@ -16,12 +16,12 @@ from typing import Optional
 import numpy as np
 
 from oeu_jax import data as data_lib
-from oeu_jax import methods as methods_lib
-from oeu_jax import models
-from oeu_jax import quantization
-from oeu_jax import train as train_lib
-from oeu_jax import unlearn as unlearn_lib
-from oeu_jax.runner import catalog
+from oeu_jax import defaults
+from oeu_jax.algorithm import methods as methods_lib
+from oeu_jax.engine import train as train_lib
+from oeu_jax.engine import unlearn as unlearn_lib
+from oeu_jax.nn import models
+from oeu_jax.nn import quantization
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,10 +31,10 @@ class RunConfig:
   Attributes:
     dataset: a name from :data:`oeu_jax.data.DATASETS`.
     data_dir: folder for ``mnist_idx`` or a prepared TFDS data dir.
-    model: a name from :data:`oeu_jax.models.MODELS`.
-    bits: a preset from :data:`oeu_jax.quantization.BITS`.
+    model: a name from :data:`oeu_jax.nn.models.MODELS`.
+    bits: a preset from :data:`oeu_jax.nn.quantization.BITS`.
     quant_impl: how quantized layers train, from
-      :data:`oeu_jax.quantization.IMPLS`: ``"aqt"`` (the default; the
+      :data:`oeu_jax.nn.quantization.IMPLS`: ``"aqt"`` (the default; the
       tables of RESULTS.md) or ``"fake"`` (native float convolutions on
       AQT's quantized values, same outputs at float cost; ``QuantSpec.impl``).
       Serving and export always use AQT's integer path.
@@ -58,18 +58,18 @@ class RunConfig:
       as non-members. The protocol tables (``experiments/table.py``) set
       it.
   """
-  dataset: str = "digits"
+  dataset: str = defaults.DATASET
   data_dir: Optional[str] = None
-  model: str = "cnn"
-  bits: str = "w4a8"
-  quant_impl: str = "aqt"
+  model: str = defaults.MODEL
+  bits: str = defaults.BITS
+  quant_impl: str = defaults.QUANT_IMPL
   float_ends: bool = True
   model_kwargs: tuple = ()
-  scenario: str = "random"
-  forget_ratio: Optional[float] = 0.1
+  scenario: str = defaults.SCENARIO
+  forget_ratio: Optional[float] = defaults.FORGET_RATIO
   forget_class: Optional[int] = None
-  methods: tuple = ("oeu",)
-  seeds: tuple = (0,)
+  methods: tuple = defaults.METHODS
+  seeds: tuple = defaults.SEEDS
   train: Optional[train_lib.TrainConfig] = None
   unlearn: Optional[unlearn_lib.UnlearnConfig] = None
   optimizer: methods_lib.OptimizerConfig = methods_lib.OptimizerConfig()
@@ -82,11 +82,11 @@ class RunConfig:
 # Budgets scaled to each dataset (the numbers and their provenance:
 # oeu_jax.runner.catalog).
 TRAIN_DEFAULTS = {d: train_lib.TrainConfig(**kw)
-                  for d, kw in catalog.TRAIN.items()}
+                  for d, kw in defaults.TRAIN.items()}
 # Unlearning budgets per (dataset, scenario); others use the Q-MUL harness
 # default ``UnlearnConfig()`` (SGD 0.01, batch 256, 10 epochs).
 UNLEARN_DEFAULTS = {key: unlearn_lib.UnlearnConfig(**kw)
-                    for key, kw in catalog.UNLEARN.items()}
+                    for key, kw in defaults.UNLEARN.items()}
 
 
 class Budget(NamedTuple):
@@ -97,10 +97,10 @@ class Budget(NamedTuple):
 
 
 # The budgets that fit this project's 2-core CPU machines
-# (oeu_jax.runner.catalog.CPU).
+# (oeu_jax.defaults.CPU).
 CPU_BUDGETS = {d: Budget(train_lib.TrainConfig(**t),
                          unlearn_lib.UnlearnConfig(**u), max_examples=n)
-               for d, (t, u, n) in catalog.CPU.items()}
+               for d, (t, u, n) in defaults.CPU.items()}
 
 
 def default_train(dataset: str) -> train_lib.TrainConfig:
@@ -133,7 +133,7 @@ def cpu_budget(dataset: str) -> Budget:
 
 
 def quant_spec(config: RunConfig) -> quantization.QuantSpec:
-  """The model's :class:`~oeu_jax.quantization.QuantSpec`: ``bits`` and
+  """The model's :class:`~oeu_jax.nn.quantization.QuantSpec`: ``bits`` and
   ``quant_impl``."""
   return quantization.preset(config.bits)._replace(impl=config.quant_impl)
 

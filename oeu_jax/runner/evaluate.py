@@ -1,8 +1,8 @@
 """Evaluation of one model on one split: its metrics record.
 
 Runs the quantized forward pass (eval mode) over the training and test sets,
-then hands logits to the pure functions of :mod:`oeu_jax.metrics`: UA, RA
-and TA (accuracies in percent; UA = 100 - accuracy on D_f), MIA-efficacy
+then hands logits to the pure functions of :mod:`oeu_jax.evaluation.metrics`:
+UA, RA and TA (accuracies in percent; UA = 100 - accuracy on D_f), MIA-efficacy
 (the percent of D_f that SalUn's SVC membership attack on the true-class
 confidence calls non-members) and the forgetting-by-uncertainty
 diagnostics.
@@ -17,8 +17,8 @@ from typing import Optional
 import numpy as np
 
 from oeu_jax import data as data_lib
-from oeu_jax import metrics
-from oeu_jax import train
+from oeu_jax.evaluation import metrics
+from oeu_jax.nn import inference
 
 ENTROPY_BINS = 20
 
@@ -49,9 +49,9 @@ def evaluate(model, params: Any, batch_stats: Any, dataset: data_lib.Dataset,
     scored on logits clipped to +-1e4 (NaN: 0) and flagged with
     ``nonfinite_logits: True``.
   """
-  train_logits = train.predict(model, params, batch_stats, dataset.train_x,
+  train_logits = inference.predict(model, params, batch_stats, dataset.train_x,
                                batch_size=batch_size)
-  test_logits = train.predict(model, params, batch_stats, dataset.test_x,
+  test_logits = inference.predict(model, params, batch_stats, dataset.test_x,
                               batch_size=batch_size)
   finite = bool(np.isfinite(train_logits).all()
                 and np.isfinite(test_logits).all())

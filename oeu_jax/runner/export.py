@@ -1,15 +1,16 @@
 """``python -m oeu_jax export``: a work directory in integer serving form.
 
 Every checkpoint found under a work directory is restored, converted with
-:func:`oeu_jax.serving.convert` and written with
-:mod:`oeu_jax.checkpointing` at the same relative path, plus an
+:func:`oeu_jax.nn.serving.convert` and written with
+:mod:`oeu_jax.engine.checkpointing` at the same relative path, plus an
 ``export.json`` listing every model with its architecture, input shape and
 sizes. What each checkpoint is comes from two records, never from folder
 names or parameter shapes: the run's ``model.json``
 (:func:`oeu_jax.runner.layout.read_model_json`: model, bits, classes, float
 ends, model attributes and the input shape of the data it was trained on)
-and the checkpoint's manifest (:func:`oeu_jax.checkpointing.read_manifest`:
-the saved tree, so no optimizer or method state needs to be rebuilt).
+and the checkpoint's manifest
+(:func:`oeu_jax.engine.checkpointing.read_manifest`: the saved tree, so no
+optimizer or method state needs to be rebuilt).
 """
 
 from __future__ import annotations
@@ -28,13 +29,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from oeu_jax import checkpointing
-from oeu_jax import models
-from oeu_jax import serving
+from oeu_jax.engine import checkpointing
+from oeu_jax.nn import models
+from oeu_jax.nn import serving
 from oeu_jax.runner import layout as layout_lib
 
 EXPORT_JSON = "export.json"
-FORMAT = "oeu_jax.serving/1"
+FORMAT = "oeu_jax.nn.serving/1"
 AQT_COLLECTION = serving.AQT_COLLECTION
 
 
@@ -133,7 +134,7 @@ def load_variables(ckpt_dir: str | os.PathLike, *,
   The checkpoint's manifest gives the tree (``TrainState``, ``UnlearnState``
   or an exported ``{"params", "batch_stats", "aqt"}`` dict), so no optimizer
   or method state needs to be rebuilt; checksums are verified by
-  :func:`oeu_jax.checkpointing.restore_checkpoint`.
+  :func:`oeu_jax.engine.checkpointing.restore_checkpoint`.
 
   Args:
     ckpt_dir: a checkpoint directory (the one holding step directories).
@@ -232,9 +233,9 @@ def export(path: str | os.PathLike, out_dir: str | os.PathLike, *,
 
   Each checkpoint directory found (``checkpoints/<run>/seed<N>/{original,
   retrain-*, <method>-*}``, see :mod:`oeu_jax.runner.layout`) is restored,
-  converted with :func:`oeu_jax.serving.convert`, and written with
-  :mod:`oeu_jax.checkpointing` to ``out_dir`` at the same relative path and
-  step, as the tree ``{"params", "batch_stats", "aqt"}`` (read it back with
+  converted with :func:`oeu_jax.nn.serving.convert`, and written with
+  :mod:`oeu_jax.engine.checkpointing` to ``out_dir`` at the same relative path
+  and step, as the tree ``{"params", "batch_stats", "aqt"}`` (read it back with
   :func:`load_exported`). The model is rebuilt from the run's
   ``model.json``. Float models (bits ``float``) have nothing to convert and
   are listed under ``skipped``. A second export into the same ``out_dir``
@@ -373,7 +374,7 @@ def load_exported(out_dir: str | os.PathLike) -> list[tuple[dict, nn.Module,
 
   Returns:
     ``[(entry, model, variables), ...]`` in ``export.json`` order: the entry,
-    the model as trained (give it to :func:`oeu_jax.serving.predict`), and
+    the model as trained (give it to :func:`oeu_jax.nn.serving.predict`), and
     the serving variables.
 
   Raises:

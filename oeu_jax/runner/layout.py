@@ -35,8 +35,8 @@ import jax
 import numpy as np
 
 from oeu_jax import data as data_lib
-from oeu_jax import methods as methods_lib
-from oeu_jax import unlearn as unlearn_lib
+from oeu_jax.algorithm import methods as methods_lib
+from oeu_jax.engine import unlearn as unlearn_lib
 from oeu_jax.runner import config as config_lib
 
 CHECKPOINTS = "checkpoints"
@@ -49,9 +49,35 @@ MODEL_KEYS = ("dataset", "model", "bits", "num_classes", "float_ends",
               "model_kwargs", "input_shape")
 
 
+# UnlearnConfig fields a fingerprint names only where they differ from their
+# defaults (None, "paired"), so that workdirs written before these fields
+# existed keep their names (and are reused) while a run under another
+# schedule or stopping rule gets directories of its own.
+_NAMED_IF_SET = ("schedule", "forget_batch_size", "forget_epochs",
+                 "stop_when")
+
+
+def config_repr(config: Any) -> str:
+  """The text a fingerprint (and a stored tuning trial) holds for a part:
+  ``repr(config)``, but an :class:`~oeu_jax.engine.unlearn.UnlearnConfig`
+  without its schedule and stopping fields at their defaults (and without
+  ``stop_every`` when there is no rule)."""
+  if not isinstance(config, unlearn_lib.UnlearnConfig):
+    return repr(config)
+  parts = [f"{f.name}={getattr(config, f.name)!r}"
+           for f in dataclasses.fields(config)
+           if not (f.name in _NAMED_IF_SET
+                   and getattr(config, f.name) in (None, "paired"))
+           and not (f.name == "stop_every" and config.stop_when is None)]
+  return f"UnlearnConfig({', '.join(parts)})"
+
+
 def fingerprint(*parts: Any) -> str:
-  """10 hex digits of the SHA-1 of ``repr(parts)``."""
-  return hashlib.sha1(repr(parts).encode()).hexdigest()[:10]
+  """10 hex digits of the SHA-1 of ``parts`` written as a tuple's repr,
+  each part by :func:`config_repr`."""
+  text = "(" + ", ".join(config_repr(p) for p in parts) + (
+      "," if len(parts) == 1 else "") + ")"
+  return hashlib.sha1(text.encode()).hexdigest()[:10]
 
 
 def scenario_tag(cfg: config_lib.RunConfig) -> str:
@@ -81,7 +107,7 @@ class Layout:
     impl = () if cfg.quant_impl == "aqt" else (cfg.quant_impl,)
     tag = fingerprint(cfg.dataset, cfg.max_examples, cfg.model, cfg.bits,
                       cfg.float_ends, cfg.model_kwargs,
-                      cfg.train._replace(checkpoint_every=0), *impl)
+                      dataclasses.replace(cfg.train, checkpoint_every=0), *impl)
     root = Path(workdir).resolve() / CHECKPOINTS
     return cls(root / f"{cfg.dataset}-{cfg.model}-{cfg.bits}-{tag}", cfg)
 

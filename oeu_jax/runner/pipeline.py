@@ -3,20 +3,21 @@
 :func:`run` takes one :class:`~oeu_jax.runner.config.RunConfig` through
 its stages: the Original model of every seed, Retrain on each seed's D_r,
 then each method from that seed's Original weights. A stage runs for all
-seeds either one seed at a time (:func:`oeu_jax.train.fit`,
-:func:`oeu_jax.unlearn.unlearn`) or as one vmapped program
-(:func:`oeu_jax.seeds.fit_seeds`, :func:`oeu_jax.seeds.unlearn_seeds`);
-:func:`stage_runner` makes that choice once, and both write the same
-checkpoint directories (:mod:`oeu_jax.runner.layout`), so a run may be
-continued either way. Every model is evaluated as soon as its stage ends;
-the records come out per seed: ``original``, ``retrain``, then the methods.
+seeds either one seed at a time (:func:`oeu_jax.engine.train.fit`,
+:func:`oeu_jax.engine.unlearn.unlearn`) or as one vmapped program
+(:func:`oeu_jax.engine.seeds.fit_seeds`,
+:func:`oeu_jax.engine.seeds.unlearn_seeds`); :func:`stage_runner` makes that
+choice once, and both write the same checkpoint directories
+(:mod:`oeu_jax.runner.layout`), so a run may be continued either way. Every
+model is evaluated as soon as its stage ends; the records come out per seed:
+``original``, ``retrain``, then the methods.
 
 A run holds the work directory's lock (:func:`oeu_jax.runner.workdir.lock`)
 and claims each checkpoint directory for its configuration before using it
 (a checkpoint copied from another configuration is refused). ``rte_s`` and
 ``train_metrics`` come from the tally stored with the final checkpoint
-(:mod:`oeu_jax.tally`): they cover every step of a run that was interrupted
-and resumed, and a finished run reused later reports them unchanged.
+(:mod:`oeu_jax.engine.tally`): they cover every step of a run that was
+interrupted and resumed, and a finished run reused later reports them unchanged.
 """
 
 import logging
@@ -29,16 +30,16 @@ from typing import Sequence
 
 import jax
 
-from oeu_jax import checkpointing
 from oeu_jax import data as data_lib
-from oeu_jax import executors
-from oeu_jax import methods as methods_lib
-from oeu_jax import metrics
-from oeu_jax import models
-from oeu_jax import seeds as seeds_lib
-from oeu_jax import tally as tally_lib
-from oeu_jax import train as train_lib
-from oeu_jax import unlearn as unlearn_lib
+from oeu_jax.algorithm import methods as methods_lib
+from oeu_jax.engine import checkpointing
+from oeu_jax.engine import executors
+from oeu_jax.engine import seeds as seeds_lib
+from oeu_jax.engine import tally as tally_lib
+from oeu_jax.engine import train as train_lib
+from oeu_jax.engine import unlearn as unlearn_lib
+from oeu_jax.evaluation import metrics
+from oeu_jax.nn import models
 from oeu_jax.runner import config as config_lib
 from oeu_jax.runner import evaluate as evaluate_lib
 from oeu_jax.runner import layout as layout_lib
@@ -96,13 +97,6 @@ def _accounted(ckpt_dir: Path, result: Any, stored: Optional[dict]) -> dict:
   return out
 
 
-def _timed(ckpt_dir: Path, make: Callable[[], Any]) -> Timed:
-  """``make()`` and what it took (a reused model keeps its stored time)."""
-  stored = layout_lib.read_timing(ckpt_dir)
-  result = make()
-  return result, _accounted(ckpt_dir, result, stored)
-
-
 def _timed_all(dirs: Sequence[Path], make: Callable[[], list]) -> list:
   stored = [layout_lib.read_timing(d) for d in dirs]
   results = make()
@@ -126,7 +120,7 @@ def stage_runner(model, dataset: data_lib.Dataset, layout: layout_lib.Layout,
       time, each model timed on its own.
     progress: tqdm bars.
     resume: continue unfinished runs (finished ones are always reused).
-    mesh: data parallelism over devices (:func:`oeu_jax.mesh.make_mesh`).
+    mesh: data parallelism over devices (:func:`oeu_jax.engine.mesh.make_mesh`).
     log: progress lines.
 
   Returns:
@@ -149,13 +143,15 @@ def stage_runner(model, dataset: data_lib.Dataset, layout: layout_lib.Layout,
       log(f"[seed {s}] {stage}: {cfg.model} {cfg.bits} on {cfg.dataset}, "
           f"{len(x) if sub is None else len(sub)} examples")
       d, = dirs([s], stage)
+      stored = layout_lib.read_timing(d)  # A reused model keeps its time.
       # All of x on the device, the subset as indices: Retrain's step has
       # the Original's shapes (one program when their step counts agree).
-      out.append(_timed(d, lambda: train_lib.fit(
+      result = train_lib.fit(
           model, x, y, config=cfg.train, seed=s, subset=sub,
           checkpoint_dir=str(d), progress=progress,
           desc=f"{stage} s{s}", resume=resume, mesh=mesh,
-          programs=programs)))
+          programs=programs)
+      out.append((result, _accounted(d, result, stored)))
     return out
 
   def unlearn_sequential(name, method, seeds, originals, data_of):
@@ -163,11 +159,13 @@ def stage_runner(model, dataset: data_lib.Dataset, layout: layout_lib.Layout,
     for s in seeds:
       log(f"[seed {s}] {name}")
       d, = dirs([s], name)
-      out.append(_timed(d, lambda: unlearn_lib.unlearn(
+      stored = layout_lib.read_timing(d)
+      result = unlearn_lib.unlearn(
           method, model, originals[s].params, originals[s].batch_stats,
           data_of(s), config=cfg.unlearn, num_classes=dataset.num_classes,
           seed=s, checkpoint_dir=str(d), progress=progress, resume=resume,
-          mesh=mesh, programs=programs)))
+          mesh=mesh, programs=programs)
+      out.append((result, _accounted(d, result, stored)))
     return out
 
   def fit_vmapped(stage, seeds, subsets):
@@ -217,7 +215,7 @@ def run(config: config_lib.RunConfig, workdir: str | Path, *,
       :func:`stage_runner`); same checkpoints, and the same results up to
       float rounding. ``rte_s`` is then the joint run's time divided by the
       number of seeds.
-    mesh: data parallelism over devices (:func:`oeu_jax.mesh.make_mesh`);
+    mesh: data parallelism over devices (:func:`oeu_jax.engine.mesh.make_mesh`);
       None: one device. The checkpoints are the same either way.
     log: where to report progress lines.
 

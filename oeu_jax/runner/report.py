@@ -35,7 +35,7 @@ from typing import Sequence
 
 import numpy as np
 
-from oeu_jax import metrics
+from oeu_jax.evaluation import metrics
 
 SALUN_COLUMNS = (("ua", "UA"), ("ra", "RA"), ("ta", "TA"),
                  ("mia_efficacy", "MIA-Efficacy"))
@@ -115,9 +115,9 @@ def salun_table(records: Sequence[Mapping[str, Any]], *,
   part is omitted for a single seed) followed by ``(gap)``, the absolute
   difference between the method's mean and Retrain's mean. The Avg. Gap
   column is the mean ± std over seeds of each record's ``avg_gap`` (the
-  per-seed mean of the four gaps, :func:`oeu_jax.metrics.avg_gap`); RTE is
-  the unlearning wall-clock time in seconds (Retrain's: its training time).
-  Retrain's own row carries no gaps.
+  per-seed mean of the four gaps, :func:`oeu_jax.evaluation.metrics.avg_gap`);
+  RTE is the unlearning wall-clock time in seconds (Retrain's: its training
+  time). Retrain's own row carries no gaps.
 
   Args:
     records: one dict per (method, seed) with ``method``, ``ua``, ``ra``,

@@ -7,7 +7,7 @@
   is simply taken over. Within a process the lock is re-entrant.
 * :func:`config_id` and :func:`run_label`: the identities of a
   configuration's records and of each of its checkpoint directories
-  (claimed with :func:`oeu_jax.checkpointing.claim`, so that a checkpoint
+  (claimed with :func:`oeu_jax.engine.checkpointing.claim`, so that a checkpoint
   copied from another configuration is refused).
 * :func:`merge_results`: ``results.json`` keeps the records of every
   configuration run in the work directory, keyed by (``config``,
