@@ -19,11 +19,20 @@ prints their differences::
     python benchmarks/kind_checks.py params new float
     python benchmarks/kind_checks.py compare old new float
 
+``executors``: seconds per RL step on the 28x28 W4A8 CNN (fake impl,
+batch 256) through :class:`~oeu_jax.engine.executors.StepExecutor` (one
+top-level program a step) and through a
+:class:`~oeu_jax.engine.executors.ScanExecutor` of one step a dispatch (a
+loop body of trip count 1): whether the two executors could be one::
+
+    taskset -c 0 python benchmarks/kind_checks.py executors
+
 Not part of the test suite (no timing assertions there).
 """
 
 import json
 import sys
+import time
 from pathlib import Path
 
 import jax
@@ -31,9 +40,11 @@ import numpy as np
 
 from oeu_jax import data
 from oeu_jax.algorithm import methods
+from oeu_jax.engine import executors as executors_lib
 from oeu_jax.engine import train
 from oeu_jax.engine import unlearn
 from oeu_jax.nn import models
+from oeu_jax.nn import quantization
 
 MNIST_T10K = Path(__file__).resolve().parents[2] / "shared/data/mnist-t10k"
 RUNS = (("rl", {}), ("scrub", {}), ("scrub_paired", {"schedule": "paired"}),
@@ -99,8 +110,42 @@ def compare(a: str, b: str, bits: str) -> None:
           f", seconds {ma[name]['seconds']:.2f} -> {mb[name]['seconds']:.2f}")
 
 
+def executors() -> None:
+  bits = quantization.preset("w4a8")._replace(impl="fake")
+  model = models.build_model("cnn", num_classes=10, bits=bits)
+  params, stats = models.init_model(model, jax.random.PRNGKey(0),
+                                    (28, 28, 1))
+  x = np.random.default_rng(0).random((512, 28, 28, 1), np.float32)
+  y = (np.arange(512) % 10).astype(np.int32)
+  d = unlearn.make_data(x, y, np.arange(256), np.arange(256, 512))
+  rl = methods.build_method("rl", model)
+  cfg = unlearn.resolve(unlearn.UnlearnConfig(batch_size=256, epochs=3), rl)
+
+  def per_step(kind: str) -> float:
+    st, tx = unlearn.init_state(rl, model, params, stats, d, config=cfg,
+                                num_classes=10, seed=0)
+    args = (unlearn.make_steps(rl, tx), d,
+            lambda g: unlearn.step_indices(256, 256, cfg, 0, g))
+    kw = dict(kind_of=lambda g: unlearn.step_kind(256, 256, cfg, g))
+    ex = (executors_lib.StepExecutor(*args, **kw) if kind == "step" else
+          executors_lib.ScanExecutor(*args, size=1, **kw))
+    one = np.ones((1, 1), bool)
+    for g in range(2):  # Compiles both kinds.
+      st, _ = ex(st, g, g + 1, one)
+    jax.block_until_ready(st)
+    t0 = time.perf_counter()
+    for g in range(2, 6):
+      st, _ = ex(st, g, g + 1, one)
+    jax.block_until_ready(st)
+    return (time.perf_counter() - t0) / 4
+
+  for kind in ("step", "scan1", "step", "scan1"):
+    print(f"{kind}: {per_step(kind):.3f} s per RL step", flush=True)
+
+
 if __name__ == "__main__":
-  commands = {"rte": (rte, 2), "params": (params, 2), "compare": (compare, 3)}
+  commands = {"rte": (rte, 2), "params": (params, 2), "compare": (compare, 3),
+              "executors": (executors, 0)}
   if len(sys.argv) < 2 or sys.argv[1] not in commands or (
       len(sys.argv) - 2 != commands[sys.argv[1]][1]):
     sys.exit(__doc__)

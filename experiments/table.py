@@ -314,7 +314,7 @@ def main(argv=None) -> int:
       config_lib.default_train(args.dataset),
       **{k: v for k, v in entry["train"].items()
          if k in ("epochs", "batch_size", "lr")})
-  recap = (args.scenario == "random"
+  recap = (args.scenario != "class"
            and abs(args.forget_ratio - entry["forget_ratio"]) > 1e-12)
   kept = []
   if args.records:

@@ -459,7 +459,7 @@ def main(argv=None) -> int:
     entry.update({
         "seeds": list(seeds), "cap": args.cap, "model": args.model,
         "bits": args.bits, "train": dataclasses.asdict(train),
-        "forget_ratio": (args.forget_ratio if args.scenario == "random"
+        "forget_ratio": (args.forget_ratio if args.scenario != "class"
                          else None),
         "max_examples": args.max_examples,
         "command": command, "date": datetime.date.today().isoformat()})

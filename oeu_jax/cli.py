@@ -160,10 +160,12 @@ def build_parser() -> argparse.ArgumentParser:
   r.add_argument("--scenario", default=defaults.SCENARIO,
                  choices=catalog.SCENARIOS,
                  help="random: forget a random fraction; class: forget one "
-                      f"class (default: {defaults.SCENARIO})")
+                      "class; mislabel: a random fraction gets wrong labels "
+                      "before the Original trains, then is forgotten "
+                      f"(default: {defaults.SCENARIO})")
   r.add_argument("--forget-ratio", type=float, default=None,
-                 help="fraction forgotten, in (0, 1) (random; default "
-                      f"{defaults.FORGET_RATIO:g})")
+                 help="fraction forgotten (mislabel: mislabelled), in (0, 1) "
+                      f"(random, mislabel; default {defaults.FORGET_RATIO:g})")
   r.add_argument("--forget-class", type=int, default=None,
                  help="class forgotten (class scenario)")
   r.add_argument("--methods", type=_name_list, default=defaults.METHODS,

@@ -12,20 +12,24 @@ from oeu_jax.data.datasets import DATASETS
 from oeu_jax.data.datasets import Dataset
 from oeu_jax.data.datasets import load_dataset
 from oeu_jax.data.datasets import validate_arrays
+from oeu_jax.data.splits import RATIO_SCENARIOS
 from oeu_jax.data.splits import SCENARIOS
 from oeu_jax.data.splits import Split
 from oeu_jax.data.splits import epoch_order
 from oeu_jax.data.splits import make_split
 from oeu_jax.data.splits import mia_shadow_indices
+from oeu_jax.data.splits import training_labels
 
 __all__ = (
     "DATASETS",
     "Dataset",
+    "RATIO_SCENARIOS",
     "SCENARIOS",
     "Split",
     "epoch_order",
     "load_dataset",
     "make_split",
     "mia_shadow_indices",
+    "training_labels",
     "validate_arrays",
 )

@@ -26,12 +26,16 @@ import numpy as np
 __all__ = [
     "SCENARIOS",
     "Split",
+    "RATIO_SCENARIOS",
     "make_split",
+    "training_labels",
     "mia_shadow_indices",
     "epoch_order",
 ]
 
-SCENARIOS = ("random", "class")
+SCENARIOS = ("random", "class", "mislabel")
+# Scenarios whose forget set is a random fraction of the training set.
+RATIO_SCENARIOS = ("random", "mislabel")
 
 
 class Split(NamedTuple):
@@ -41,10 +45,14 @@ class Split(NamedTuple):
     forget_idx: Sorted int64 indices into the training set (D_f).
     retain_idx: Sorted int64 indices into the training set (D_r), the
       complement of ``forget_idx``.
+    train_y: The training labels the Original learns from, when they are
+      not the dataset's: the ``mislabel`` scenario's, where D_f carries
+      wrong labels (D_r's are the true ones). None: the dataset's labels.
   """
 
   forget_idx: np.ndarray
   retain_idx: np.ndarray
+  train_y: np.ndarray | None = None
 
 
 class _Labelled(Protocol):
@@ -80,16 +88,21 @@ def make_split(
   SHA-256 hash of ``(dataset.name, scenario, forget_ratio, seed)`` (not
   Python's salted ``hash``), so the split is the same in every process.
   ``class``: every training example labelled ``forget_class``; ``seed`` plays
-  no role.
+  no role. ``mislabel`` (Corrective Machine Unlearning, Goel et al., TMLR
+  2024): D_f is drawn as in ``random`` (its own hash), and each of its
+  examples gets a wrong label, uniform over the other ``K - 1`` classes,
+  fixed per seed (``Split.train_y``); the Original trains on those labels,
+  Retrain on the clean D_r.
 
   Args:
     dataset: The dataset; only ``name``, ``train_y`` and ``num_classes`` are
       used.
     scenario: One of ``SCENARIOS``.
-    forget_ratio: Fraction of the training set to forget, in (0, 1); required
-      for ``random`` and forbidden for ``class``.
+    forget_ratio: Fraction of the training set to forget (``mislabel``: to
+      mislabel), in (0, 1); required for ``random`` and ``mislabel``,
+      forbidden for ``class``.
     forget_class: Class to forget, an int in [0, num_classes); required for
-      ``class`` and forbidden for ``random``.
+      ``class`` and forbidden for the others.
     seed: Non-negative int selecting the random split.
 
   Returns:
@@ -118,14 +131,15 @@ def make_split(
     )
   labels = np.asarray(dataset.train_y)
   n = labels.shape[0]
-  if scenario == "random":
+  train_y = None
+  if scenario in RATIO_SCENARIOS:
     if forget_class is not None:
       raise ValueError(
           f"forget_class={forget_class!r} is for scenario 'class'; scenario "
-          "'random' takes forget_ratio."
+          f"{scenario!r} takes forget_ratio."
       )
     if forget_ratio is None:
-      raise ValueError("Scenario 'random' needs forget_ratio in (0, 1).")
+      raise ValueError(f"Scenario {scenario!r} needs forget_ratio in (0, 1).")
     if (
         isinstance(forget_ratio, bool)
         or not isinstance(forget_ratio, numbers.Real)
@@ -145,11 +159,17 @@ def make_split(
         _stable_seed(dataset.name, scenario, ratio, int(seed))
     )
     forget = np.sort(rng.choice(n, size=n_forget, replace=False))
+    if scenario == "mislabel":
+      if dataset.num_classes < 2:
+        raise ValueError("Scenario 'mislabel' needs at least 2 classes.")
+      shift = rng.integers(1, dataset.num_classes, size=n_forget)
+      train_y = labels.copy()
+      train_y[forget] = (labels[forget] + shift) % dataset.num_classes
   else:
     if forget_ratio is not None:
       raise ValueError(
-          f"forget_ratio={forget_ratio!r} is for scenario 'random'; scenario "
-          "'class' takes forget_class."
+          f"forget_ratio={forget_ratio!r} is for scenarios {RATIO_SCENARIOS}; "
+          "scenario 'class' takes forget_class."
       )
     if forget_class is None:
       raise ValueError("Scenario 'class' needs forget_class.")
@@ -172,7 +192,12 @@ def make_split(
       )
   forget = forget.astype(np.int64)
   retain = np.setdiff1d(np.arange(n, dtype=np.int64), forget)
-  return Split(forget_idx=forget, retain_idx=retain)
+  return Split(forget_idx=forget, retain_idx=retain, train_y=train_y)
+
+
+def training_labels(dataset: _Labelled, split: Split) -> np.ndarray:
+  """The labels the Original trains on: ``split.train_y`` or the dataset's."""
+  return dataset.train_y if split.train_y is None else split.train_y
 
 
 def mia_shadow_indices(split: Split, num_test: int) -> np.ndarray:

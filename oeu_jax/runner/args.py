@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from typing import Optional
 
 from oeu_jax import defaults
+from oeu_jax.data import RATIO_SCENARIOS
 
 if TYPE_CHECKING:
   from oeu_jax.runner import config as config_lib
@@ -110,23 +111,25 @@ def demo_configs(seed: int) -> list:
                               methods=("oeu",), seeds=(seed,))
   return [dataclasses.replace(base, scenario="class", forget_ratio=None,
                               forget_class=defaults.DEMO_FORGET_CLASS),
-          dataclasses.replace(base, scenario="random", forget_ratio=0.1)]
+          dataclasses.replace(base, scenario="random",
+                              forget_ratio=defaults.FORGET_RATIO)]
 
 
 def run_config_from_args(args) -> config_lib.RunConfig:
   """Builds (and validates) a RunConfig from ``run`` arguments."""
   check_ranges(args)
-  if args.scenario == "random":
+  if args.scenario in RATIO_SCENARIOS:
     if args.forget_class is not None:
-      raise CliError("--forget-class is for --scenario class; use "
-                     "--forget-ratio with --scenario random")
+      raise CliError(f"--forget-class is for --scenario class; use "
+                     f"--forget-ratio with --scenario {args.scenario}")
     ratio = (defaults.FORGET_RATIO if args.forget_ratio is None
              else args.forget_ratio)
     fclass = None
   else:
     if args.forget_ratio is not None:
-      raise CliError("--forget-ratio is for --scenario random; use "
-                     "--forget-class with --scenario class")
+      raise CliError(f"--forget-ratio is for --scenario "
+                     f"{' or '.join(RATIO_SCENARIOS)}; use --forget-class "
+                     "with --scenario class")
     if args.forget_class is None:
       raise CliError("--scenario class needs --forget-class C")
     ratio, fclass = None, args.forget_class

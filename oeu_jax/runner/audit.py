@@ -285,6 +285,9 @@ def run_audit(config: config_lib.RunConfig, workdir: str | Path, *,
 
 def _audit(base, cfgs, workdir: Path, *, n_models, chunk, settings, progress,
            resume, mesh, log) -> list[dict]:
+  if base.scenario not in ("random", "class"):
+    raise ValueError(f"the audit runs the random and class scenarios, not "
+                     f"{base.scenario!r} (its Originals differ per seed)")
   dataset = data_lib.load_dataset(base.dataset, data_dir=base.data_dir,
                                   max_examples=base.max_examples)
   fc = base.forget_class if base.scenario == "class" else None

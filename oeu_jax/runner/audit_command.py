@@ -16,12 +16,17 @@ from __future__ import annotations
 import argparse
 import sys
 
+from oeu_jax import defaults
 from oeu_jax.runner import args as args_lib
 from oeu_jax.runner import catalog
 
 DEFAULT_MODELS = 8
 DEFAULT_CHUNK = 8
 
+
+# The audit compares N unlearned models with N retrained ones from one
+# Original; a mislabel scenario's Original depends on its seed's labels.
+AUDIT_SCENARIOS = ("random", "class")
 
 def _names(text: str) -> tuple:
   values = tuple(v.strip() for v in text.split(",") if v.strip())
@@ -46,7 +51,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
   a.add_argument("--data-dir", default=None,
                  help="MNIST IDX folder (mnist_idx) or TFDS data dir")
   catalog.add_model_arguments(a)
-  a.add_argument("--scenario", default="random", choices=catalog.SCENARIOS,
+  a.add_argument("--scenario", default=defaults.SCENARIO,
+                 choices=AUDIT_SCENARIOS,
                  help="random or class forgetting (default: random)")
   a.add_argument("--forget-ratio", type=float, default=None,
                  help="fraction forgotten (random; default 0.1)")

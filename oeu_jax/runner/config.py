@@ -40,8 +40,10 @@ class RunConfig:
       Serving and export always use AQT's integer path.
     float_ends: keep the first conv and the classifier in float (Q-MUL).
     model_kwargs: extra model attributes (e.g. ``(("width", 0.25),)``).
-    scenario: ``"random"`` or ``"class"``.
-    forget_ratio: fraction forgotten in the random scenario.
+    scenario: ``"random"``, ``"class"`` or ``"mislabel"`` (a random
+      fraction gets wrong labels before the Original trains; D_f is those
+      examples with their wrong labels, Retrain trains on the clean rest).
+    forget_ratio: fraction forgotten in the random and mislabel scenarios.
     forget_class: class forgotten in the class scenario.
     methods: unlearning methods to run (``"retrain"`` is always evaluated).
     seeds: one Original model, split and unlearning run per seed.

@@ -42,17 +42,19 @@ def evaluate(model, params: Any, batch_stats: Any, dataset: data_lib.Dataset,
       the MIA's shadow non-members (SalUn's class-wise convention).
 
   Returns:
-    A dict of metrics (accuracies and MIA-efficacy in percent), plus the
+    A dict of metrics (accuracies and MIA-efficacy in percent; UA on D_f's
+    training labels, and, in the mislabel scenario, ``forget_true_acc``:
+    D_f's accuracy against its true labels), plus the
     predicted-class histogram on D_f (``pred_hist``) and a histogram of the
     normalized entropy on D_f (``entropy_hist``: ``ENTROPY_BINS`` counts over
     ``[0, 1]``). A model whose logits are not finite (a diverged run) is
     scored on logits clipped to +-1e4 (NaN: 0) and flagged with
     ``nonfinite_logits: True``.
   """
-  train_logits = inference.predict(model, params, batch_stats, dataset.train_x,
-                               batch_size=batch_size)
+  train_logits = inference.predict(model, params, batch_stats,
+                                   dataset.train_x, batch_size=batch_size)
   test_logits = inference.predict(model, params, batch_stats, dataset.test_x,
-                              batch_size=batch_size)
+                                  batch_size=batch_size)
   finite = bool(np.isfinite(train_logits).all()
                 and np.isfinite(test_logits).all())
   if not finite:  # A diverged model: scored on clipped logits, flagged.
@@ -60,7 +62,8 @@ def evaluate(model, params: Any, batch_stats: Any, dataset: data_lib.Dataset,
         np.nan_to_num(v, nan=0.0, posinf=1e4, neginf=-1e4)
         for v in (train_logits, test_logits))
   shadow = data_lib.mia_shadow_indices(split, len(dataset.test_y))
-  y = dataset.train_y
+  # The labels the Original trained on (mislabel: D_f's are wrong).
+  y = data_lib.training_labels(dataset, split)
   forget_logits = train_logits[split.forget_idx]
   record = metrics.unlearning_metrics(
       forget_logits=forget_logits,
@@ -75,6 +78,9 @@ def evaluate(model, params: Any, batch_stats: Any, dataset: data_lib.Dataset,
                             else None))
   if not finite:
     record["nonfinite_logits"] = True
+  if split.train_y is not None:  # Mislabel: what a clean model recovers.
+    record["forget_true_acc"] = metrics.accuracy(
+        forget_logits, dataset.train_y[split.forget_idx])
   counts, _ = np.histogram(metrics.normalized_entropy(forget_logits),
                            bins=ENTROPY_BINS, range=(0.0, 1.0))
   record["entropy_hist"] = [int(c) for c in counts]

@@ -81,10 +81,10 @@ def fingerprint(*parts: Any) -> str:
 
 
 def scenario_tag(cfg: config_lib.RunConfig) -> str:
-  """``class<C>`` or ``random<ratio>``."""
+  """``class<C>``, ``random<ratio>`` or ``mislabel<ratio>``."""
   if cfg.scenario == "class":
     return f"class{cfg.forget_class}"
-  return f"random{cfg.forget_ratio:g}"
+  return f"{cfg.scenario}{cfg.forget_ratio:g}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,7 +115,9 @@ class Layout:
     """Where ``stage`` (original, retrain or a method) of ``seed`` goes."""
     cfg, root = self.cfg, self.run_dir / f"seed{seed}"
     if stage == "original":
-      return root / "original"
+      # A mislabel scenario's Original learns its own (corrupted) labels.
+      return root / ("original" if cfg.scenario != "mislabel"
+                     else f"original-{scenario_tag(cfg)}")
     if stage == "retrain":
       return root / f"retrain-{scenario_tag(cfg)}"
     hparams = {k: dict(v) for k, v in cfg.method_hparams}

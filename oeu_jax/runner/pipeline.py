@@ -61,9 +61,10 @@ class StageRunner(NamedTuple):
   """Runs a stage for a list of seeds; each returns one :data:`Timed` each.
 
   Attributes:
-    fit: ``(stage, seeds, subsets) -> [Timed]``: trains ``stage``
-      (``"original"`` or ``"retrain"``) per seed on
-      ``train_x[subsets[seed]]`` (all of it when ``subsets`` is None).
+    fit: ``(stage, seeds, subsets, labels=None) -> [Timed]``: trains
+      ``stage`` (``"original"`` or ``"retrain"``) per seed on
+      ``train_x[subsets[seed]]`` (all of it when ``subsets`` is None), with
+      the dataset's labels or ``labels[seed]`` (the mislabel scenario).
     unlearn: ``(name, method, seeds, originals, data_of) -> [Timed]``:
       runs method ``name`` from ``originals[seed]`` (a TrainState) on
       ``data_of(seed)``.
@@ -136,10 +137,11 @@ def stage_runner(model, dataset: data_lib.Dataset, layout: layout_lib.Layout,
       checkpointing.claim(d, workdir_lib.run_label(layout, s, stage))
     return out
 
-  def fit_sequential(stage, seeds, subsets):
+  def fit_sequential(stage, seeds, subsets, labels=None):
     out = []
     for s in seeds:
       sub = None if subsets is None else subsets[s]
+      ys = y if labels is None else labels[s]
       log(f"[seed {s}] {stage}: {cfg.model} {cfg.bits} on {cfg.dataset}, "
           f"{len(x) if sub is None else len(sub)} examples")
       d, = dirs([s], stage)
@@ -147,7 +149,7 @@ def stage_runner(model, dataset: data_lib.Dataset, layout: layout_lib.Layout,
       # All of x on the device, the subset as indices: Retrain's step has
       # the Original's shapes (one program when their step counts agree).
       result = train_lib.fit(
-          model, x, y, config=cfg.train, seed=s, subset=sub,
+          model, x, ys, config=cfg.train, seed=s, subset=sub,
           checkpoint_dir=str(d), progress=progress,
           desc=f"{stage} s{s}", resume=resume, mesh=mesh,
           programs=programs)
@@ -168,12 +170,19 @@ def stage_runner(model, dataset: data_lib.Dataset, layout: layout_lib.Layout,
       out.append((result, _accounted(d, result, stored)))
     return out
 
-  def fit_vmapped(stage, seeds, subsets):
+  def fit_vmapped(stage, seeds, subsets, labels=None):
+    if labels is None:
+      return _fit_vmapped(stage, seeds, subsets, y)
+    # One label array per seed (fit_seeds shares one): a program per seed.
+    return [t for s in seeds
+            for t in _fit_vmapped(stage, [s], subsets, labels[s])]
+
+  def _fit_vmapped(stage, seeds, subsets, ys):
     log(f"[seeds {','.join(map(str, seeds))}] {stage}: vmapped over "
         f"{len(seeds)} seeds")
     ds = dirs(seeds, stage)
     return _timed_all(ds, lambda: seeds_lib.fit_seeds(
-        model, x, y, config=cfg.train, seeds=seeds,
+        model, x, ys, config=cfg.train, seeds=seeds,
         subsets=None if subsets is None else [subsets[s] for s in seeds],
         checkpoint_dirs=[str(d) for d in ds], progress=progress, desc=stage,
         resume=resume, mesh=mesh, programs=programs))
@@ -287,7 +296,10 @@ def _run(cfg: config_lib.RunConfig, workdir: str | Path, *, progress: bool,
         rec["stop_step"] = t.get("stop_step")
       rows[s].append(rec)
 
-  originals = stages.fit("original", seeds, None)
+  # The mislabel scenario's Original learns D_f's wrong labels (per seed).
+  corrupted = {s: sp.train_y for s, sp in splits.items()
+               if sp.train_y is not None}
+  originals = stages.fit("original", seeds, None, corrupted or None)
   add("original", originals)
   add("retrain", stages.fit("retrain", seeds,
                             {s: splits[s].retain_idx for s in seeds}))
@@ -295,8 +307,9 @@ def _run(cfg: config_lib.RunConfig, workdir: str | Path, *, progress: bool,
   del originals
 
   def data_of(s: int) -> unlearn_lib.UnlearnData:
-    return unlearn_lib.make_data(dataset.train_x, dataset.train_y,
-                                 splits[s].forget_idx, splits[s].retain_idx)
+    return unlearn_lib.make_data(
+        dataset.train_x, data_lib.training_labels(dataset, splits[s]),
+        splits[s].forget_idx, splits[s].retain_idx)
 
   for name, method in built.items():
     add(name, stages.unlearn(name, method, seeds, states, data_of),
