@@ -204,7 +204,7 @@ def test_cli_flag(capsys):
   assert cli.main(base + ["--quant-impl", "int", "--no-progress"]) == 2
   err = capsys.readouterr().err.strip().splitlines()
   assert len(err) == 1 and "--quant-impl" in err[0], err
-  assert catalog.QUANT_IMPLS == quantization.IMPLS
+  assert catalog.QUANT_IMPLS is quantization.IMPLS
   assert isinstance(cli.build_parser(), argparse.ArgumentParser)
 
 

@@ -27,6 +27,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from oeu_jax import nn as nn_names
 from oeu_jax.nn import quantization
 from oeu_jax.nn.layers import QConv
 from oeu_jax.nn.layers import QDense
@@ -37,7 +38,7 @@ __all__ = ["QDense", "QConv", "CNN", "BasicBlock", "ResNet18",
            "InvertedResidual", "MobileNetV2", "MODELS", "build_model",
            "init_model", "apply_model", "max_pool_2x2"]
 
-MODELS = ("cnn", "resnet18", "mobilenetv2")
+MODELS = nn_names.MODELS
 
 
 def _end(quant: QuantSpec | None, float_ends: bool) -> QuantSpec | None:

@@ -33,6 +33,8 @@ import aqt.jax.v2.flax.aqt_flax as aqt_flax
 import jax
 from aqt.jax.v2.utils import QuantMode
 
+from oeu_jax import nn as nn_names
+
 __all__ = [
     "BITS",
     "MODES",
@@ -48,7 +50,7 @@ __all__ = [
     "fake_quant_kernel",
 ]
 
-BITS = ("float", "w8a8", "w4a8", "w4a4")
+BITS = nn_names.BITS
 
 # "train": fake quantization from the float kernel (training and evaluation).
 # "convert": same forward pass, and AQT writes the integer weights and their
@@ -59,7 +61,7 @@ _AQT_MODES = {"train": QuantMode.TRAIN, "convert": QuantMode.CONVERT,
               "serve": QuantMode.SERVE}
 
 # How training mode computes a quantized layer (module docstring).
-IMPLS = ("aqt", "fake")
+IMPLS = nn_names.IMPLS
 
 _MIN_BITS = 2
 _MAX_BITS = 8

@@ -2,24 +2,24 @@
 
 ``python -m oeu_jax --help`` must answer at once, so the command line builds
 its parser from this module, which imports neither JAX nor any module that
-does (``oeu_jax.data`` is NumPy only). The names of models, bit presets,
-methods and optimizers mirror their modules' tables (``tests/test_cli.py``
-checks that they agree); every default is :mod:`oeu_jax.defaults`'.
+does (``oeu_jax.data`` is NumPy only; the model, bit-preset, method and
+optimizer names come from the JAX-free ``oeu_jax.nn`` and
+``oeu_jax.algorithm.methods`` package modules); every default is
+:mod:`oeu_jax.defaults`'.
 """
 
 from oeu_jax import defaults
+from oeu_jax import nn as nn_names
+from oeu_jax.algorithm import methods as methods_names
 from oeu_jax.data import DATASETS
 from oeu_jax.data import SCENARIOS
 
-MODELS = ("cnn", "resnet18", "mobilenetv2")  # oeu_jax.nn.models.MODELS
-BITS = ("float", "w8a8", "w4a8", "w4a4")  # oeu_jax.nn.quantization.BITS
-QUANT_IMPLS = ("aqt", "fake")  # oeu_jax.nn.quantization.IMPLS
-# oeu_jax.algorithm.methods.METHODS (the registry's order; "retrain" last).
-METHODS = ("oeu", "oeu_no_proj", "rl_proj", "sl_proj", "oeu_ema",
-           "oeu_subspace", "oeu_post", "oeu_complement", "oeu_renorm", "ft",
-           "ga", "rl", "neggrad_plus", "l1_sparse", "salun", "scrub", "qmul",
-           "oeu_scalar", "ssd", "bad_teacher", "retrain")
-OPTIMIZERS = ("sgd", "adam", "adamw")  # oeu_jax.algorithm.methods.OPTIMIZERS
+# The tables themselves, read from JAX-free homes (no copies to keep equal).
+MODELS = nn_names.MODELS
+BITS = nn_names.BITS
+QUANT_IMPLS = nn_names.IMPLS
+METHODS = methods_names.METHODS  # The registry's order; "retrain" last.
+OPTIMIZERS = methods_names.OPTIMIZERS
 
 def add_model_arguments(parser) -> None:
   """``--model``, ``--bits`` and ``--quant-impl`` on an argparse parser (the

@@ -45,6 +45,7 @@ References:
 """
 
 import dataclasses
+import importlib
 import types
 from typing import Any
 from typing import Callable
@@ -52,104 +53,136 @@ from typing import Mapping
 from typing import NamedTuple
 from typing import Optional
 
-from oeu_jax.algorithm.methods.bad_teacher import BadTeacherConfig
-from oeu_jax.algorithm.methods.bad_teacher import bad_teacher
-from oeu_jax.algorithm.methods.bad_teacher import bad_teacher_loss
-from oeu_jax.algorithm.methods.base import FORGET_OBJECTIVES
-from oeu_jax.algorithm.methods.base import OPTIMIZERS
-from oeu_jax.algorithm.methods.base import Batch
-from oeu_jax.algorithm.methods.base import Method
-from oeu_jax.algorithm.methods.base import OptimizerConfig
-from oeu_jax.algorithm.methods.base import PrepareInputs
-from oeu_jax.algorithm.methods.base import StepOutput
-from oeu_jax.algorithm.methods.base import make_optimizer
-from oeu_jax.algorithm.methods.base import random_wrong_labels
-from oeu_jax.algorithm.methods.base import similar_labels
-from oeu_jax.algorithm.methods.baselines import GAConfig
-from oeu_jax.algorithm.methods.baselines import L1SparseConfig
-from oeu_jax.algorithm.methods.baselines import NegGradPlusConfig
-from oeu_jax.algorithm.methods.baselines import RLConfig
-from oeu_jax.algorithm.methods.baselines import ft
-from oeu_jax.algorithm.methods.baselines import ga
-from oeu_jax.algorithm.methods.baselines import l1_coefficient
-from oeu_jax.algorithm.methods.baselines import l1_sparse
-from oeu_jax.algorithm.methods.baselines import neggrad_plus
-from oeu_jax.algorithm.methods.baselines import rl
-from oeu_jax.algorithm.methods.oeu import OEUConfig
-from oeu_jax.algorithm.methods.oeu import oeu
-from oeu_jax.algorithm.methods.qmul import FIRST_EPOCH_WEIGHTS
-from oeu_jax.algorithm.methods.qmul import QMULConfig
-from oeu_jax.algorithm.methods.qmul import qmul
-from oeu_jax.algorithm.methods.qmul import qmul_weights
-from oeu_jax.algorithm.methods.salun import SalUnConfig
-from oeu_jax.algorithm.methods.salun import forget_gradient
-from oeu_jax.algorithm.methods.salun import mask_updates
-from oeu_jax.algorithm.methods.salun import saliency_mask
-from oeu_jax.algorithm.methods.salun import salun
-from oeu_jax.algorithm.methods.scrub import SCRUBConfig
-from oeu_jax.algorithm.methods.scrub import distill_kl
-from oeu_jax.algorithm.methods.scrub import scrub
-from oeu_jax.algorithm.methods.scrub import scrub_is_max_step
-from oeu_jax.algorithm.methods.ssd import SSDConfig
-from oeu_jax.algorithm.methods.ssd import dampening_factor
-from oeu_jax.algorithm.methods.ssd import ssd
-
 _NONE = types.MappingProxyType({})
 
 
 class MethodSpec(NamedTuple):
-  """One row of :data:`REGISTRY`.
+  """One row of :data:`REGISTRY`: where a method's code is, by name (the
+  module is imported when the method is built, so the names are known
+  without importing JAX: the command line reads them).
 
   Attributes:
-    factory: ``factory(model, config, optimizer=, name=) -> Method``;
-      without a ``config`` class, ``factory(model, optimizer=, name=)``.
-    config: the hyperparameter dataclass, or None (no hyperparameters).
+    module: the submodule of :mod:`oeu_jax.algorithm.methods`.
+    factory_name: ``factory(model, config, optimizer=, name=) -> Method``;
+      without a config class, ``factory(model, optimizer=, name=)``.
+    config_name: the hyperparameter dataclass's name, or None (none).
     pinned: fields this name fixes (an ablation); overriding one is an
       error.
   """
-  factory: Callable[..., Method]
-  config: Optional[type] = None
+  module: str
+  factory_name: str
+  config_name: Optional[str] = None
   pinned: Mapping[str, Any] = _NONE
+
+  @property
+  def factory(self) -> Callable[..., Any]:
+    return getattr(_submodule(self.module), self.factory_name)
+
+  @property
+  def config(self) -> Optional[type]:
+    return (None if self.config_name is None
+            else getattr(_submodule(self.module), self.config_name))
+
+
+def _submodule(name: str):
+  return importlib.import_module(f"{__name__}.{name}")
 
 
 # Names are resolved once, at the edge. Order: the order of METHODS.
 REGISTRY = types.MappingProxyType({
-    "oeu": MethodSpec(oeu, OEUConfig),
+    "oeu": MethodSpec("oeu", "oeu", "OEUConfig"),
     # OEU's ablations: one field of its config (or of Q-MUL's) pinned.
-    "oeu_no_proj": MethodSpec(oeu, OEUConfig,
+    "oeu_no_proj": MethodSpec("oeu", "oeu", "OEUConfig",
                               {"project": False, "forget": "entropy"}),
-    "rl_proj": MethodSpec(oeu, OEUConfig, {"forget": "random"}),
-    "sl_proj": MethodSpec(oeu, OEUConfig, {"forget": "similar"}),
+    "rl_proj": MethodSpec("oeu", "oeu", "OEUConfig", {"forget": "random"}),
+    "sl_proj": MethodSpec("oeu", "oeu", "OEUConfig", {"forget": "similar"}),
     # OEU's variants (oeu_jax.algorithm.methods.oeu's docstring says
     # what each changes and why).
-    "oeu_ema": MethodSpec(oeu, OEUConfig,
+    "oeu_ema": MethodSpec("oeu", "oeu", "OEUConfig",
                           {"reference": "ema", "project": True}),
-    "oeu_subspace": MethodSpec(oeu, OEUConfig,
+    "oeu_subspace": MethodSpec("oeu", "oeu", "OEUConfig",
                                {"reference": "subspace", "project": True}),
-    "oeu_post": MethodSpec(oeu, OEUConfig,
+    "oeu_post": MethodSpec("oeu", "oeu", "OEUConfig",
                            {"project_at": "update", "project": True}),
-    "oeu_complement": MethodSpec(oeu, OEUConfig,
+    "oeu_complement": MethodSpec("oeu", "oeu", "OEUConfig",
                                  {"target": "complement",
                                   "forget": "entropy"}),
-    "oeu_renorm": MethodSpec(oeu, OEUConfig,
+    "oeu_renorm": MethodSpec("oeu", "oeu", "OEUConfig",
                              {"target": "renormalized",
                               "forget": "entropy"}),
-    "ft": MethodSpec(ft),
-    "ga": MethodSpec(ga, GAConfig),
-    "rl": MethodSpec(rl, RLConfig),
-    "neggrad_plus": MethodSpec(neggrad_plus, NegGradPlusConfig),
-    "l1_sparse": MethodSpec(l1_sparse, L1SparseConfig),
-    "salun": MethodSpec(salun, SalUnConfig),
-    "scrub": MethodSpec(scrub, SCRUBConfig),
-    "qmul": MethodSpec(qmul, QMULConfig),
-    "oeu_scalar": MethodSpec(qmul, QMULConfig, {"forget": "entropy"}),
-    "ssd": MethodSpec(ssd, SSDConfig),
-    "bad_teacher": MethodSpec(bad_teacher, BadTeacherConfig),
+    "ft": MethodSpec("baselines", "ft"),
+    "ga": MethodSpec("baselines", "ga", "GAConfig"),
+    "rl": MethodSpec("baselines", "rl", "RLConfig"),
+    "neggrad_plus": MethodSpec("baselines", "neggrad_plus",
+                               "NegGradPlusConfig"),
+    "l1_sparse": MethodSpec("baselines", "l1_sparse", "L1SparseConfig"),
+    "salun": MethodSpec("salun", "salun", "SalUnConfig"),
+    "scrub": MethodSpec("scrub", "scrub", "SCRUBConfig"),
+    "qmul": MethodSpec("qmul", "qmul", "QMULConfig"),
+    "oeu_scalar": MethodSpec("qmul", "qmul", "QMULConfig",
+                             {"forget": "entropy"}),
+    "ssd": MethodSpec("ssd", "ssd", "SSDConfig"),
+    "bad_teacher": MethodSpec("bad_teacher", "bad_teacher",
+                              "BadTeacherConfig"),
 })
 
 METHODS = tuple(REGISTRY) + ("retrain",)
+OPTIMIZERS = ("sgd", "adam", "adamw")
 # Method name -> its hyperparameter dataclass (None: none), from REGISTRY.
-HPARAM_DEFAULTS = {name: spec.config for name, spec in REGISTRY.items()}
+# Other public names of this package -> the submodule defining them (loaded
+# on first use, PEP 562, so importing the package imports no JAX).
+_HOMES = {
+    "BadTeacherConfig": "bad_teacher",
+    "Batch": "base",
+    "FIRST_EPOCH_WEIGHTS": "qmul",
+    "FORGET_OBJECTIVES": "base",
+    "GAConfig": "baselines",
+    "L1SparseConfig": "baselines",
+    "Method": "base",
+    "NegGradPlusConfig": "baselines",
+    "OEUConfig": "oeu",
+    "OptimizerConfig": "base",
+    "PrepareInputs": "base",
+    "QMULConfig": "qmul",
+    "RLConfig": "baselines",
+    "SCRUBConfig": "scrub",
+    "SSDConfig": "ssd",
+    "SalUnConfig": "salun",
+    "StepOutput": "base",
+    "bad_teacher": "bad_teacher",
+    "bad_teacher_loss": "bad_teacher",
+    "dampening_factor": "ssd",
+    "distill_kl": "scrub",
+    "forget_gradient": "salun",
+    "ft": "baselines",
+    "ga": "baselines",
+    "l1_coefficient": "baselines",
+    "l1_sparse": "baselines",
+    "make_optimizer": "base",
+    "mask_updates": "salun",
+    "neggrad_plus": "baselines",
+    "oeu": "oeu",
+    "qmul": "qmul",
+    "qmul_weights": "qmul",
+    "random_wrong_labels": "base",
+    "rl": "baselines",
+    "saliency_mask": "salun",
+    "salun": "salun",
+    "scrub": "scrub",
+    "scrub_is_max_step": "scrub",
+    "similar_labels": "base",
+    "ssd": "ssd",
+}
+
+
+def __getattr__(name: str) -> Any:
+  if name == "HPARAM_DEFAULTS":  # Method name -> its hyperparameter class.
+    return {n: spec.config for n, spec in REGISTRY.items()}
+  if name in _HOMES:
+    value = getattr(_submodule(_HOMES[name]), name)
+    globals()[name] = value
+    return value
+  raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _pinned(name: str, spec: MethodSpec, kw: dict) -> dict:
@@ -172,15 +205,15 @@ def default_hparams(name: str) -> dict:
       if k not in spec.pinned}
 
 
-def build_method(name: str, model, *,
-                 optimizer: OptimizerConfig = OptimizerConfig(),
-                 **hparams) -> Method:
+def build_method(name: str, model, *, optimizer: Optional[Any] = None,
+                 **hparams) -> Any:
   """Builds the method called ``name`` (``retrain`` is run by the trainer).
 
   Args:
     name: one of :data:`METHODS` except ``"retrain"``.
     model: the Flax module.
-    optimizer: the optimizer behind the method's direction.
+    optimizer: the optimizer behind the method's direction
+      (an :class:`OptimizerConfig`; None: its defaults).
     **hparams: method-specific hyperparameters (e.g. ``scope="per_leaf"``).
 
   Returns:
@@ -193,6 +226,8 @@ def build_method(name: str, model, *,
     raise ValueError(f"unknown method {name!r}; valid: "
                      f"{', '.join(METHODS)}")
   spec = REGISTRY[name]
+  if optimizer is None:
+    optimizer = _submodule("base").OptimizerConfig()
   try:
     if spec.config is None:
       return spec.factory(model, optimizer=optimizer, name=name, **hparams)

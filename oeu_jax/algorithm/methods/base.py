@@ -32,6 +32,7 @@ from oeu_jax import defaults
 from oeu_jax.algorithm import losses
 from oeu_jax.algorithm import optim
 from oeu_jax.algorithm import transforms
+from oeu_jax.algorithm.methods import OPTIMIZERS
 from oeu_jax.nn import models
 
 Array = jax.Array
@@ -124,7 +125,6 @@ class OptimizerConfig:
   weight_decay: float = defaults.OPTIMIZER["weight_decay"]
 
 
-OPTIMIZERS = ("sgd", "adam", "adamw")
 
 
 def make_optimizer(schedule: optax.Schedule,
