@@ -105,7 +105,7 @@ def bench_step_ratio(args, rows, notes, figures):
   if args.quick:
     cases = [("cnn", (8, 8, 1), 32, 1, {}),
              ("resnet18", (32, 32, 3), 8, 1, {"width": 0.125})]
-  w4a8 = quantization.preset("w4a8")._replace(impl=args.quant_impl)
+  w4a8 = dataclasses.replace(quantization.preset("w4a8"), impl=args.quant_impl)
   for name, shape, batch, k, kw in cases:
     if name not in args.step_models:
       continue
@@ -291,7 +291,7 @@ def bench_sequential(args, rows, notes, figures):
   ratio should sit near or below 1 (it was ~40 when the kind was chosen in
   a ``lax.switch``)."""
   batch, k = (64, 1) if args.quick else (256, 2)
-  bits = quantization.preset("w4a8")._replace(impl=args.quant_impl)
+  bits = dataclasses.replace(quantization.preset("w4a8"), impl=args.quant_impl)
   model, params, stats, udata = model_setup(
       "cnn", bits, (28, 28, 1), n=2 * batch, forget=batch)
   cfg = unlearn.UnlearnConfig(batch_size=batch)
@@ -325,9 +325,10 @@ def bench_quant_impl(args, rows, notes, figures):
   if args.quick:
     cases = [("cnn28", "cnn", (28, 28, 1), 64, 1, {}),
              ("resnet18", "resnet18", (32, 32, 3), 32, 1, {"width": 0.25})]
+  w4a8 = quantization.preset("w4a8")
   specs = {"float": "float",
-           "fake": quantization.preset("w4a8")._replace(impl="fake"),
-           "aqt": quantization.preset("w4a8")._replace(impl="aqt")}
+           "fake": dataclasses.replace(w4a8, impl="fake"),
+           "aqt": dataclasses.replace(w4a8, impl="aqt")}
   for key, name, shape, batch, k, kw in cases:
     timers = {}
     for impl, bits in specs.items():

@@ -30,6 +30,7 @@ loop body of trip count 1): whether the two executors could be one::
 Not part of the test suite (no timing assertions there).
 """
 
+import dataclasses
 import json
 import sys
 import time
@@ -111,7 +112,7 @@ def compare(a: str, b: str, bits: str) -> None:
 
 
 def executors() -> None:
-  bits = quantization.preset("w4a8")._replace(impl="fake")
+  bits = dataclasses.replace(quantization.preset("w4a8"), impl="fake")
   model = models.build_model("cnn", num_classes=10, bits=bits)
   params, stats = models.init_model(model, jax.random.PRNGKey(0),
                                     (28, 28, 1))

@@ -35,6 +35,7 @@ Prints ``RESULT {json}``: ``{case: {"jax_s", "torch_s", "floor_s", "flops",
 """
 
 import argparse
+import dataclasses
 import json
 import os
 import subprocess
@@ -198,7 +199,7 @@ def _time_cases(args) -> dict:
     torch.set_num_threads(args.threads)
     zoo = torch_models(torch)
   matmul = floor.MatmulTimer(512 if args.quick else 2048)
-  w4a8 = quantization.preset("w4a8")._replace(impl=args.quant_impl)
+  w4a8 = dataclasses.replace(quantization.preset("w4a8"), impl=args.quant_impl)
   out = {}
   for case in args.cases:
     name, bits, kind, shape, batch, k = CASES[case]

@@ -12,6 +12,7 @@ file runs in well under a minute.
 """
 
 import argparse
+import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -175,11 +176,13 @@ def test_serving_equals_fake_forward(name):
 def test_serve_and_convert_modes_ignore_impl():
   spec = QuantSpec(4, 8, impl="fake")
   assert quantization.trains_fake_quant(spec)
-  assert not quantization.trains_fake_quant(spec._replace(mode="serve"))
-  assert not quantization.trains_fake_quant(spec._replace(mode="convert"))
+  for mode in ("serve", "convert"):
+    assert not quantization.trains_fake_quant(
+        dataclasses.replace(spec, mode=mode))
   assert not quantization.trains_fake_quant(QuantSpec(None, None,
                                                       impl="fake"))
-  assert quantization.make_dot_general(spec._replace(mode="serve")) is not None
+  assert quantization.make_dot_general(
+      dataclasses.replace(spec, mode="serve")) is not None
 
 
 @pytest.mark.parametrize("impl", ["int", "", None, "AQT"])

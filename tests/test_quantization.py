@@ -48,7 +48,8 @@ def test_bits_names():
 def test_preset(name, expected):
   spec = quantization.preset(name)
   assert spec == expected
-  assert spec.weight_bits == expected[0] and spec.act_bits == expected[1]
+  assert (spec.weight_bits, spec.act_bits) == (expected.weight_bits,
+                                               expected.act_bits)
 
 
 @pytest.mark.parametrize("name", ["w3a3", "int8", "", "fp32"])

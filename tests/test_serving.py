@@ -6,6 +6,7 @@ fake-quantized evaluation, bit for bit, on the whole test set. The export
 of a work directory reads each run's ``model.json``.
 """
 
+import dataclasses
 import doctest
 import json
 
@@ -195,7 +196,8 @@ def test_quant_spec_modes():
   spec = quantization.preset("w8a8")
   assert spec.mode == "train" and spec == QuantSpec(8, 8)
   assert not quantization.serves_frozen_weights(spec)
-  assert quantization.serves_frozen_weights(spec._replace(mode="serve"))
+  assert quantization.serves_frozen_weights(
+      dataclasses.replace(spec, mode="serve"))
   # Float weights have nothing frozen, whatever the mode.
   assert not quantization.serves_frozen_weights(QuantSpec(None, 8, "serve"))
   with pytest.raises(ValueError, match="mode"):

@@ -26,7 +26,7 @@ References:
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import dataclasses
 
 import aqt.jax.v2.config as aqt_config
 import aqt.jax.v2.flax.aqt_flax as aqt_flax
@@ -67,7 +67,8 @@ _MIN_BITS = 2
 _MAX_BITS = 8
 
 
-class QuantSpec(NamedTuple):
+@dataclasses.dataclass(frozen=True)
+class QuantSpec:
   """Bit widths of a quantized layer.
 
   Attributes:
@@ -204,7 +205,7 @@ def serves_frozen_weights(spec: QuantSpec | None) -> bool:
     ``spec.mode == "serve" and spec.weight_bits is not None``.
 
   Examples:
-    >>> serves_frozen_weights(preset("w8a8")._replace(mode="serve"))
+    >>> serves_frozen_weights(dataclasses.replace(preset("w8a8"), mode="serve"))
     True
   """
   return (spec is not None and spec.weight_bits is not None
@@ -277,7 +278,7 @@ def trains_fake_quant(spec: QuantSpec | None) -> bool:
     True for a quantized spec with ``impl="fake"`` in ``"train"`` mode.
 
   Examples:
-    >>> trains_fake_quant(preset("w4a8")._replace(impl="fake"))
+    >>> trains_fake_quant(dataclasses.replace(preset("w4a8"), impl="fake"))
     True
     >>> trains_fake_quant(preset("w4a8"))
     False

@@ -33,6 +33,7 @@ References:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Any
 
@@ -84,7 +85,7 @@ def serving_model(model: nn.Module) -> nn.Module:
     ValueError: if the model's weights are float.
   """
   spec = _weight_spec(model)
-  return model.clone(quant=spec._replace(mode="serve"))
+  return model.clone(quant=dataclasses.replace(spec, mode="serve"))
 
 
 def _paths(tree: Any) -> dict[str, Any]:
@@ -197,7 +198,7 @@ def convert(model: nn.Module, params: Any, batch_stats: Any = None, *,
   variables = {"params": params}
   if batch_stats:
     variables["batch_stats"] = batch_stats
-  convert_model = model.clone(quant=spec._replace(mode="convert"))
+  convert_model = model.clone(quant=dataclasses.replace(spec, mode="convert"))
   aqt = _convert_aqt(convert_model, variables, x)
 
   serve = serving_model(model)

@@ -137,7 +137,8 @@ def cpu_budget(dataset: str) -> Budget:
 def quant_spec(config: RunConfig) -> quantization.QuantSpec:
   """The model's :class:`~oeu_jax.nn.quantization.QuantSpec`: ``bits`` and
   ``quant_impl``."""
-  return quantization.preset(config.bits)._replace(impl=config.quant_impl)
+  return dataclasses.replace(quantization.preset(config.bits),
+                             impl=config.quant_impl)
 
 
 def _check_name(kind: str, value: str, valid) -> None:
