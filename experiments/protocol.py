@@ -56,6 +56,8 @@ import dataclasses
 import math
 from typing import Optional
 
+from oeu_jax import defaults
+from oeu_jax.engine import budget as budget_lib
 from oeu_jax.engine import unlearn as unlearn_lib
 
 CAP = 0.15
@@ -67,20 +69,14 @@ TUNING_SEEDS = (100, 101)
 TABLE_SEEDS = (0, 1, 2, 3, 4)
 # 10^(-0.75 .. 0.75) in 4 log-spaced points: 1.5 decades.
 LR_FACTORS = (10 ** -0.75, 10 ** -0.25, 10 ** 0.25, 10 ** 0.75)
-# Reference learning rates (experiments/REFERENCES.md). GA's grid is
-# centred between the README's 1e-4 and the maintainers' 5e-4-1e-3 advice.
-REFERENCE_LR = {
-    "ft": 0.01, "ga": 3e-4, "rl": 0.01, "neggrad_plus": 0.01,
-    "l1_sparse": 0.01, "salun": 0.013, "scrub": 5e-4, "qmul": 0.01,
-    "oeu": 0.01, "oeu_no_proj": 0.01, "rl_proj": 0.01, "sl_proj": 0.01,
-    "oeu_scalar": 0.01, "oeu_ema": 0.01, "oeu_subspace": 0.01,
-    "oeu_post": 0.01, "oeu_complement": 0.01, "oeu_renorm": 0.01,
-    # Bad Teacher's own run is Adam at 1e-4 (BAD notebook), which does not
-    # carry over to the shared SGD; Q-MUL's harness runs its BT under that
-    # SGD at the harness default 0.01 (QM arg_parser.py#L116-L118, with
-    # unlearn/BT.py), at its DistributionLoss scale: see FIXED.
-    "bad_teacher": 0.01,
-}
+# Reference learning rates (experiments/REFERENCES.md; their one home is
+# oeu_jax/defaults.py, where they are also the defaults' last fallback).
+# GA's grid is centred between the README's 1e-4 and the maintainers'
+# 5e-4-1e-3 advice. Bad Teacher's own run is Adam at 1e-4 (BAD notebook),
+# which does not carry over to the shared SGD; Q-MUL's harness runs its BT
+# under that SGD at the harness default 0.01 (QM arg_parser.py#L116-L118,
+# with unlearn/BT.py), at its DistributionLoss scale: see FIXED.
+REFERENCE_LR = dict(defaults.REFERENCE_LR)
 # Training-free methods: the learning rate is not read (SSD dampens once).
 LR_FREE = ("ssd",)
 # Grid extension (bracketing rule): half a decade per step, two steps at
@@ -134,36 +130,22 @@ KNOBS = {
 # 5,000 forgotten CIFAR-10 images at batch 512, about 10 max steps per
 # epoch (experiments/REFERENCES.md); 512 on a forget set of 145 digits would
 # be one. The forget batch is ceil(|D_f| / steps).
-FORGET_STEPS = {"scrub": 10}
+FORGET_STEPS = dict(defaults.FORGET_STEPS)
 # Fixed per-method settings: GA's learning rate is given directly. Bad
 # Teacher's default loss is F.kl_div's mean over N x K entries (its code),
 # whose gradient under SGD shrinks with K, so no learning rate would carry
 # across datasets; the protocol runs it at the batchmean scale (K times
 # larger, the same direction), the scale of Q-MUL's BT loss that the
 # reference 0.01 goes with.
-FIXED = {"ga": (("lr_scale", 1.0),),
-         "bad_teacher": (("reduction", "batchmean"),)}
+FIXED = dict(defaults.FIXED_HPARAMS)
 
 
 def cost_per_epoch(num_forget: int, num_retain: int,
                    config: unlearn_lib.UnlearnConfig,
                    epoch: int = 0) -> int:
-  """Examples through a forward+backward pass in one unlearning epoch.
-
-  A paired step costs its forget and its retain batch; a sequential epoch
-  one pass over each set; forward-only passes (SCRUB's teacher, SalUn's
-  one-off saliency gradient) are not counted.
-  """
-  bf = min(config.forget_batch_size or config.batch_size, num_forget)
-  br = min(config.batch_size, num_retain)
-  cost = 0
-  for kind, steps in unlearn_lib.epoch_plan(num_forget, num_retain, config,
-                                            epoch):
-    if kind in (unlearn_lib.PAIRED, unlearn_lib.FORGET):
-      cost += steps * bf
-    if kind in (unlearn_lib.PAIRED, unlearn_lib.RETAIN):
-      cost += steps * br
-  return cost
+  """Examples through a forward+backward pass in one unlearning epoch
+  (:func:`oeu_jax.engine.budget.cost_per_epoch`)."""
+  return budget_lib.cost_per_epoch(num_forget, num_retain, config, epoch)
 
 
 def capped_epochs(num_forget: int, num_retain: int,

@@ -128,7 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
       "demo", help="offline demo on scikit-learn digits",
       description="Digits, the small CNN at W4A8, class-wise (class "
       f"{defaults.DEMO_FORGET_CLASS}) and 10% random forgetting: Original, "
-      "Retrain and OEU.")
+      "Retrain, OEU and the best baseline of the protocol tables, each at "
+      "its defaults (no tuning flags, no Retrain used), with each method's "
+      "cost against Retrain's.")
   common(demo)
   demo.add_argument("--seed", type=int, default=defaults.SEEDS[0],
                     help="seed of the model, split and unlearning run "
@@ -185,23 +187,41 @@ def build_parser() -> argparse.ArgumentParser:
   r.add_argument("--batch-size", type=int, default=None,
                  help="Original/Retrain batch size (default: per dataset)")
   r.add_argument("--unlearn-epochs", type=int, default=None,
-                 help="unlearning epochs (default: per dataset and "
-                      "scenario); 0: no unlearning, the method rows are the "
-                      "Original model")
+                 help="unlearning epochs for every method (default: each "
+                      "method's protocol default, capped by --cost-cap); 0:"
+                      " no unlearning, the method rows are the Original "
+                      "model")
   r.add_argument("--unlearn-batch-size", type=int, default=None,
                  help="examples per forget batch and per retain batch "
-                      "(default: per dataset and scenario)")
+                      f"(default: {defaults.UNLEARN_FALLBACK['batch_size']}"
+                      ", the protocol's)")
   r.add_argument("--unlearn-lr", type=float, default=None,
-                 help="peak learning rate of the unlearning cosine schedule "
-                      "(default: per dataset and scenario)")
+                 help="peak learning rate of the unlearning cosine schedule"
+                      " for every method (default: each method's protocol "
+                      "pick, oeu_jax/defaults.py)")
+  r.add_argument("--budgets", default=None, choices=("protocol", "harness"),
+                 help="without --unlearn-epochs/--unlearn-lr: 'protocol' "
+                      "(default): each method at its protocol pick, capped "
+                      "at --cost-cap of the Original's training cost, the "
+                      "open-ended methods stopped by --stop-when; 'harness':"
+                      " the per-dataset harness budget for every method")
+  r.add_argument("--cost-cap", type=float, default=None, metavar="FRACTION",
+                 help="protocol defaults: unlearning budget as a fraction of"
+                      " the Original's training cost (default "
+                      f"{defaults.COST_CAP:g})")
   r.add_argument("--stop-when", default=None, metavar="RULE",
                  help="stop a method's unlearning once D_f meets RULE, "
-                      "checked every --stop-every steps: 'ua>=T' (UA in "
-                      "percent) or 'entropy>=T' (mean normalized forget "
-                      "entropy); default: none, the whole budget runs")
+                      "checked every --stop-every steps: 'auto' (the "
+                      "Retrain-free targets: D_f's UA reaches what a model "
+                      "that never saw it would show), 'ua>=T' (UA in "
+                      "percent), 'entropy>=T' (mean normalized forget "
+                      "entropy) or 'none' (the whole budget runs, as the "
+                      "references do); default: auto for the open-ended "
+                      "methods under the protocol defaults, else none")
   r.add_argument("--stop-every", type=int, default=None, metavar="STEPS",
                  help="steps between checks of --stop-when (default "
-                      f"{defaults.STOP_EVERY})")
+                      f"{defaults.AUTO_STOP_EVERY} under the protocol "
+                      f"defaults, else {defaults.STOP_EVERY})")
   r.add_argument("--optimizer", default=defaults.OPTIMIZER["name"],
                  choices=catalog.OPTIMIZERS,
                  help="optimizer behind every unlearning method (default: "
@@ -214,7 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def execute(configs: Sequence[config_lib.RunConfig], workdir: Path, *,
             progress: bool, resume: bool = False, vmap_seeds: bool = False,
-            mesh: Optional[Mesh] = None) -> list:
+            mesh: Optional[Mesh] = None, story: bool = False) -> list:
   """Runs experiments, prints their tables, merges them into results.json.
 
   The work directory stays locked throughout; each configuration's records
@@ -240,8 +260,11 @@ def execute(configs: Sequence[config_lib.RunConfig], workdir: Path, *,
       recs = pipeline.run(cfg, workdir, progress=progress, resume=resume,
                           vmap_seeds=vmap_seeds, mesh=mesh,
                           log=lambda s: print(s, file=sys.stderr, flush=True))
-      print(f"\n## {args_lib.title(cfg)}\n\n{report.format_table(recs)}\n",
-            flush=True)
+      print(f"\n## {args_lib.title(cfg)}\n\n{report.format_table(recs)}\n"
+            f"\n{report.cost_lines(recs)}\n", flush=True)
+      if story and cfg.scenario in defaults.DEMO_BASELINE:
+        print(report.demo_story(recs, defaults.DEMO_BASELINE[cfg.scenario])
+              + "\n", flush=True)
       workdir_lib.merge_results(recs, results)
       records.extend(recs)
   print(f"wrote {results}")
@@ -350,7 +373,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     mesh = _mesh(args.devices)
     workdir = args_lib.workdir(args.workdir)
     execute(configs, workdir, progress=not args.no_progress,
-            resume=args.resume, vmap_seeds=args.vmap_seeds, mesh=mesh)
+            resume=args.resume, vmap_seeds=args.vmap_seeds, mesh=mesh,
+            story=args.command == "demo")
   except KeyboardInterrupt:
     print("interrupted; rerun the same command with --resume to continue "
           "from the last checkpoints", file=sys.stderr)

@@ -119,8 +119,15 @@ CASES = [
      r"unknown metric 'loss'; valid: ua, entropy"),
     ("stop_out_of_range", RUN + ["--stop-when", "entropy>=2"], None, 2,
      r"entropy threshold must be in \[0, 1\]"),
-    ("stop_every_alone", RUN + ["--stop-every", "5"], None, 2,
-     r"--stop-every needs --stop-when RULE"),
+    ("cost_cap_zero", RUN + ["--cost-cap", "0"], None, 2,
+     r"--cost-cap must be in \(0, 1\], got 0.0"),
+    ("cost_cap_with_lr", RUN + ["--unlearn-lr", "0.1", "--cost-cap", "0.2"],
+     None, 2, r"--cost-cap caps the protocol defaults"),
+    ("budgets_with_epochs", RUN + ["--unlearn-epochs", "2", "--budgets",
+                                   "harness"], None, 2,
+     r"--budgets is for runs without --unlearn-epochs"),
+    ("stop_auto_typo", RUN + ["--stop-when", "automatic"], None, 2,
+     r"--stop-when: stop rule 'automatic' must read METRIC>=THRESHOLD"),
     ("stop_every_zero", RUN + ["--stop-when", "ua>=95", "--stop-every", "0"],
      None, 2, r"--stop-every must be > 0, got 0"),
     # Forget ratio and class.
@@ -515,7 +522,21 @@ def test_unfinished_run_message_names_the_api_argument(tmp_path):
 def test_stop_flags_reach_the_unlearning_config():
   args = cli.build_parser().parse_args(
       RUN + ["--stop-when", "entropy>=0.9", "--stop-every", "4"])
-  u = args_lib.run_config_from_args(args).unlearn
-  assert (u.stop_when, u.stop_every) == ("entropy>=0.9", 4)
+  # Protocol defaults (no budget flag): the rule of the open-ended methods.
+  cfg = args_lib.run_config_from_args(args)
+  assert (cfg.budgets, cfg.stop_when, cfg.stop_every) == (
+      "protocol", "entropy>=0.9", 4)
   plain = args_lib.run_config_from_args(cli.build_parser().parse_args(RUN))
-  assert plain.unlearn.stop_when is None
+  assert (plain.budgets, plain.stop_when, plain.unlearn) == (
+      "protocol", "auto", UnlearnConfig())
+  # A given budget: the rule goes into it, and none unless asked.
+  given = args_lib.run_config_from_args(cli.build_parser().parse_args(
+      RUN + ["--unlearn-lr", "0.02", "--stop-when", "ua>=95"]))
+  assert given.budgets == "given"
+  assert (given.unlearn.lr, given.unlearn.stop_when) == (0.02, "ua>=95")
+  bare = args_lib.run_config_from_args(cli.build_parser().parse_args(
+      RUN + ["--unlearn-epochs", "2"]))
+  assert bare.unlearn.stop_when is None and bare.unlearn.epochs == 2
+  harness = args_lib.run_config_from_args(cli.build_parser().parse_args(
+      RUN + ["--budgets", "harness", "--stop-when", "none"]))
+  assert harness.budgets == "harness" and harness.unlearn.stop_when is None

@@ -146,5 +146,7 @@ def num_steps(num_forget: int, num_retain: int,
     head = min(epochs, int(config.forget_epochs))
   tail = sum(c for _, c in epoch_plan(num_forget, num_retain, config,
                                       head)) if head < epochs else 0
-  return head * steps_per_epoch(num_forget, num_retain, config) + (
+  total = head * steps_per_epoch(num_forget, num_retain, config) + (
       epochs - head) * tail
+  cap = getattr(config, "max_steps", None)
+  return total if cap is None else min(total, int(cap))

@@ -15,9 +15,7 @@ rounding difference can move a weight across a 4-bit step, so after a few
 epochs W4A8 parameters differ by up to about 1e-2 and a borderline test
 example may change class, as between any two runs that differ by one ulp.
 The host loop is :func:`oeu_jax.engine.loop.run`, shared with the sequential
-runs; the vmapped executor is :mod:`oeu_jax.engine.lanes`.
-
-Speed (CPU seed-by-seed convolutions, GPU/TPU): :mod:`oeu_jax.engine.lanes`.
+runs; the vmapped executor (and its speed) is :mod:`oeu_jax.engine.lanes`.
 
 Sets of different sizes are padded to one (batch indices come from each
 seed's true sizes, so padding is never read); seeds with different step
@@ -95,8 +93,7 @@ def _common_batch(sizes: Sequence[int], name: str) -> int:
 def _drive(one_step: Callable, states: list, datas: list, indices: Callable,
            *, lanes: list, starts: list, totals: list, dirs: list,
            config, mesh, seedwise_convs: Optional[bool], progress: bool,
-           desc: str, seeds: list, what: str,
-           stop: Optional[Callable[[int, Any], bool]] = None,
+           desc: str, seeds: list, what: str, stop: Optional[Callable] = None,
            programs: Optional[executors.Programs] = None,
            kind_of: Optional[Callable[[int, int], Any]] = None,
            sizes: Optional[Callable[[], dict]] = None) -> dict:
@@ -158,13 +155,12 @@ def _drive(one_step: Callable, states: list, datas: list, indices: Callable,
 
 
 def _dirs(checkpoint_dirs, n: int) -> list:
-  dirs = list(checkpoint_dirs) if checkpoint_dirs is not None else [None] * n
+  dirs = list(checkpoint_dirs or [None] * n)
   if len(dirs) != n:
     raise ValueError(f"need {n} checkpoint_dirs, got {len(dirs)}")
   return dirs
 
 
-# --------------------------------------------------------------------------
 # Unlearning
 
 
@@ -178,7 +174,8 @@ def unlearn_seeds(method: methods_lib.Method, model,
                   progress: bool = False, resume: bool = True,
                   mesh: Optional[jax.sharding.Mesh] = None,
                   seedwise_convs: Optional[bool] = None,
-                  programs: Optional[executors.Programs] = None
+                  programs: Optional[executors.Programs] = None,
+                  stop_rules: Optional[list] = None
                   ) -> list[unlearn_lib.UnlearnResult]:
   """Runs ``method`` for N seeds as one vmapped, jitted program.
 
@@ -206,13 +203,13 @@ def unlearn_seeds(method: methods_lib.Method, model,
     progress: tqdm bar.
     resume: as in :func:`oeu_jax.engine.unlearn.unlearn`.
     mesh: data parallelism over devices (:func:`oeu_jax.engine.mesh.make_mesh`).
-    seedwise_convs: run convolutions seed by seed inside the program
-      instead of as one grouped convolution
-      (:mod:`oeu_jax.engine.seedwise_conv`); ``None``: on the CPU backend only,
-      where it is much faster.
+    seedwise_convs: convolutions seed by seed, not grouped
+      (:mod:`oeu_jax.engine.seedwise_conv`); ``None``: on CPU only (faster).
     programs: compiled programs shared with other calls
       (:class:`oeu_jax.engine.executors.Programs`): a later chunk of seeds with
       the same shapes (seed count, set sizes, budget) compiles nothing.
+    stop_rules: per seed, ``stop_rule`` of
+      :func:`oeu_jax.engine.unlearn.unlearn`.
 
   Returns:
     One :class:`oeu_jax.engine.unlearn.UnlearnResult` per seed. ``seconds`` and
@@ -280,7 +277,9 @@ def unlearn_seeds(method: methods_lib.Method, model,
             for i in pending]
     return {k: max(r.get(k, 0) for r in runs) for k in unlearn_lib.KINDS}
 
-  checks = [unlearn_lib.stop_check(model, config, d) for d in data_list]
+  rules = list(stop_rules or [None] * n)
+  checks = [unlearn_lib.stop_check(model, config, d, r, warm=st)
+            for d, r, st in zip(data_list, rules, states, strict=True)]
   ran = _drive({k: one_step(k) for k in unlearn_lib.KINDS}, states, datas,
                indices, lanes=pending, kind_of=kind_of, sizes=kind_sizes,
                starts=starts, totals=totals, dirs=dirs, config=config,

@@ -1,7 +1,8 @@
 """Stop when forgotten: an optional early-stopping rule for any method.
 
-A rule is written ``METRIC>=THRESHOLD`` and checked on the whole forget set
-D_f, in eval mode, every ``every`` steps (``UnlearnConfig.stop_every``):
+A rule is written ``METRIC>=THRESHOLD`` (or ``<=``) and checked on D_f (at
+most ``defaults.STOP_SAMPLE`` examples of it, evenly spaced), in eval mode,
+every ``every`` steps (``UnlearnConfig.stop_every``):
 
 * ``ua>=T``: the unlearning accuracy UA = 100 x (1 - accuracy on D_f) has
   reached ``T`` (percent). Any method; class-wise forgetting's Retrain has
@@ -9,6 +10,17 @@ D_f, in eval mode, every ``every`` steps (``UnlearnConfig.stop_every``):
 * ``entropy>=T``: the mean normalized prediction entropy on D_f,
   ``H(softmax) / log K`` in [0, 1], has reached ``T``. OEU's objective:
   e.g. ``entropy>=0.9``.
+* ``conf<=T``: the mean true-class probability on D_f is at most ``T``.
+* Clauses joined by ``&`` must all hold (``ua>=99&conf<=0.1``).
+* ``auto``: the Retrain-free rule, the default of the methods of
+  :data:`oeu_jax.defaults.OPEN_ENDED` under the protocol defaults. It
+  becomes a concrete rule once the run's Original is known
+  (:func:`auto_rule`): class-wise ``ua>=99&conf<=1/K``; otherwise ``ua>=T``
+  with ``T`` the UA that :mod:`oeu_jax.evaluation.estimate` expects of
+  Retrain, 100 minus the Original's accuracy on a held-out slice labelled
+  as D_f is (D_f then looks like data the model never saw). The runner
+  resolves it per seed; :func:`unlearn` takes the resolved rule as
+  ``stop_rule``.
 
 A run that meets its rule at step ``s`` ends there: its state is the state
 after ``s`` steps of the full run (the learning-rate schedule keeps the
@@ -29,45 +41,91 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from oeu_jax import defaults
 from oeu_jax.nn import models
 
-METRICS = ("ua", "entropy")
-_RULE = re.compile(r"^\s*([a-z_]+)\s*>=\s*([-+0-9.eE]+)\s*$")
+METRICS = ("ua", "entropy", "conf")
+OPS = (">=", "<=")
+AUTO = "auto"
+_RULE = re.compile(r"^\s*([a-z_]+)\s*(>=|<=)\s*([-+0-9.eE]+)\s*$")
 
 
 class StopRule(NamedTuple):
-  """``metric >= threshold`` on D_f (see the module docstring)."""
+  """``metric op threshold`` on D_f, and every clause of ``also`` (see the
+  module docstring)."""
   metric: str
   threshold: float
+  op: str = ">="
+  also: tuple = ()
 
 
-def parse(text: Optional[str]) -> Optional[StopRule]:
-  """The rule of ``text`` (``"ua>=95"``, ``"entropy>=0.9"``), None for none.
-
-  Raises:
-    ValueError: a malformed rule, an unknown metric or a threshold out of
-      its range (UA in [0, 100], entropy in [0, 1]), in one line.
-  """
-  if text is None or str(text).strip().lower() in ("", "none"):
-    return None
-  m = _RULE.match(str(text).lower())
+def _clause(text: str, clause: str) -> StopRule:
+  m = _RULE.match(clause.lower())
   if not m:
     raise ValueError(f"stop rule {text!r} must read METRIC>=THRESHOLD, e.g. "
-                     f"'ua>=95' or 'entropy>=0.9'")
-  metric = m.group(1)
+                     f"'ua>=95' or 'entropy>=0.9' (clauses joined by '&'), "
+                     f"or be 'auto' or 'none'")
+  metric, op = m.group(1), m.group(2)
   if metric not in METRICS:
     raise ValueError(f"stop rule {text!r}: unknown metric {metric!r}; "
                      f"valid: {', '.join(METRICS)}")
   try:
-    threshold = float(m.group(2))
+    threshold = float(m.group(3))
   except ValueError:
-    raise ValueError(f"stop rule {text!r}: threshold {m.group(2)!r} is not "
+    raise ValueError(f"stop rule {text!r}: threshold {m.group(3)!r} is not "
                      "a number") from None
   top = 100.0 if metric == "ua" else 1.0
   if not 0.0 <= threshold <= top:
     raise ValueError(f"stop rule {text!r}: a {metric} threshold must be in "
                      f"[0, {top:g}]")
-  return StopRule(metric, threshold)
+  return StopRule(metric, threshold, op)
+
+
+def parse(text: Optional[str]) -> Optional[StopRule]:
+  """The rule of ``text`` (``"ua>=95"``, ``"entropy>=0.9"``,
+  ``"ua>=99&conf<=0.1"``), None for none.
+
+  Raises:
+    ValueError: a malformed rule, an unknown metric or a threshold out of
+      its range (UA in [0, 100], entropy and conf in [0, 1]), in one line.
+  """
+  if text is None or str(text).strip().lower() in ("", "none"):
+    return None
+  if str(text).strip().lower() == AUTO:
+    return StopRule(AUTO, float("nan"))
+  first, *rest = [_clause(str(text), c) for c in str(text).split("&")]
+  return first._replace(also=tuple(rest))
+
+
+def clauses(rule: StopRule) -> tuple:
+  """``rule``'s clauses, each without ``also``."""
+  return (rule._replace(also=()),) + tuple(rule.also)
+
+
+def auto_rule(targets: dict, scenario: str,
+              num_classes: int = 10) -> StopRule:
+  """The ``auto`` rule of one run.
+
+  Class-wise: UA >= ``100 - CLASS_SLACK`` and D_f's mean true-class
+  probability at most ``1 / K`` (a model that never saw the class gives
+  it far less; without this clause a relabelling method stops with UA 100
+  while its confidence on the true class still lets the membership attack
+  call D_f members: Q-MUL, MIA 75 on digits hidden classes). Otherwise UA >=
+  the estimated Retrain's UA (``targets``,
+  :func:`oeu_jax.evaluation.estimate.targets`).
+  """
+  if scenario == "class":
+    return StopRule("ua", 100.0 - defaults.CLASS_SLACK, ">=",
+                    (StopRule("conf", 1.0 / num_classes, "<="),))
+  return StopRule("ua", float(np.clip(targets["ua"], 0.0, 100.0)))
+
+
+def rule_text(rule: Optional[StopRule]) -> Optional[str]:
+  """``"ua>=97.5"`` (what :func:`parse` reads back), None for none."""
+  if rule is None:
+    return None
+  return "&".join(f"{c.metric}{c.op}{c.threshold:.6g}"
+                  for c in clauses(rule))
 
 
 def forget_value(model, params, batch_stats, x: jax.Array, y: jax.Array, *,
@@ -78,6 +136,8 @@ def forget_value(model, params, batch_stats, x: jax.Array, y: jax.Array, *,
   if metric == "ua":
     return 100.0 * jnp.mean(jnp.argmax(logits, -1) != y)
   logp = jax.nn.log_softmax(logits)
+  if metric == "conf":
+    return jnp.mean(jnp.exp(jnp.take_along_axis(logp, y[:, None], -1)))
   h = -jnp.sum(jnp.exp(logp) * logp, -1)
   return jnp.mean(h) / jnp.log(logits.shape[-1])
 
@@ -91,8 +151,19 @@ def make_check(model, rule: StopRule) -> Callable[..., bool]:
   """``check(params, batch_stats, x, y) -> bool``: has D_f met ``rule``?
 
   One jitted forward pass over D_f per call (compiled once per shape).
+
+  Raises:
+    ValueError: an unresolved ``auto`` rule (see :func:`auto_rule`).
   """
+  if rule.metric == AUTO:
+    raise ValueError("stop rule 'auto' needs the Retrain-free targets of "
+                     "its run: resolve it with stopping.auto_rule (the "
+                     "runner does) and pass it as stop_rule")
+  def met(c, params, batch_stats, x, y) -> bool:
+    value = float(_value(model, params, batch_stats, x, y, c.metric))
+    return bool(np.isfinite(value) and (value >= c.threshold if c.op == ">="
+                                        else value <= c.threshold))
+
   def check(params, batch_stats, x, y) -> bool:
-    value = float(_value(model, params, batch_stats, x, y, rule.metric))
-    return bool(np.isfinite(value) and value >= rule.threshold)
+    return all(met(c, params, batch_stats, x, y) for c in clauses(rule))
   return check

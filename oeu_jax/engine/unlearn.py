@@ -93,6 +93,9 @@ class UnlearnConfig:
       step as ``metrics["stop_step"]``. ``None`` (default): every method
       runs its whole budget, as its reference code does.
     stop_every: steps between checks of ``stop_when``.
+    max_steps: end the run after this many steps (a compute cap shorter
+      than one epoch, :func:`oeu_jax.engine.budget.capped`); the cosine
+      schedule then spans these steps. ``None``: every epoch runs.
   """
   epochs: int = defaults.UNLEARN_FALLBACK["epochs"]
   batch_size: int = defaults.UNLEARN_FALLBACK["batch_size"]
@@ -105,6 +108,7 @@ class UnlearnConfig:
   forget_epochs: Optional[int] = None
   stop_when: Optional[str] = None
   stop_every: int = defaults.STOP_EVERY
+  max_steps: Optional[int] = None
 
 
 class UnlearnState(NamedTuple):
@@ -138,6 +142,10 @@ def validate_config(config: UnlearnConfig) -> None:
     if v is not None and (int(v) != v or v < (1 if name[7] == "b" else 0)):
       raise ValueError(f"{name} must be an integer > 0 (or None), got {v}")
   stopping.parse(config.stop_when)
+  if config.max_steps is not None and (
+      int(config.max_steps) != config.max_steps or config.max_steps < 1):
+    raise ValueError(f"max_steps must be an integer > 0 (or None), got "
+                     f"{config.max_steps}")
   if (int(config.stop_every) != config.stop_every
       or config.stop_every <= 0):
     raise ValueError(f"stop_every must be an integer > 0, got "
@@ -271,7 +279,8 @@ def unlearn(method: methods_lib.Method, model, params, batch_stats,
             checkpoint_dir: Optional[str] = None,
             progress: bool = False, resume: bool = True,
             mesh: Optional[jax.sharding.Mesh] = None,
-            programs: Optional[executors.Programs] = None) -> UnlearnResult:
+            programs: Optional[executors.Programs] = None,
+            stop_rule: Optional[str] = None) -> UnlearnResult:
   """Runs ``method`` from the original weights for ``config.epochs`` epochs.
 
   Args:
@@ -290,6 +299,10 @@ def unlearn(method: methods_lib.Method, model, params, batch_stats,
     resume: as in :func:`oeu_jax.engine.train.fit`.
     mesh: as in :func:`oeu_jax.engine.train.fit`.
     programs: as in :func:`oeu_jax.engine.train.fit`.
+    stop_rule: the concrete rule (``"ua>=97.5"``) that ``config.stop_when
+      = "auto"`` resolved to for this run
+      (:func:`oeu_jax.engine.stopping.auto_rule`); it replaces
+      ``config.stop_when`` when given.
 
   Returns:
     An :class:`UnlearnResult`; ``seconds`` excludes compilation,
@@ -330,7 +343,8 @@ def unlearn(method: methods_lib.Method, model, params, batch_stats,
       failure=lambda s: (f"{method.name}: non-finite loss or update at "
                          f"unlearning step {s}"),
       mesh=mesh, donate=True, progress=progress, desc=method.name,
-      stop=stop_check(model, config, data), stop_every=config.stop_every,
+      stop=stop_check(model, config, data, stop_rule, warm=state),
+      stop_every=config.stop_every,
       programs=programs)
   return UnlearnResult(out.state, out.seconds, out.compile_seconds,
                        summarize(out.metrics[0], out.skipped[0],
@@ -354,12 +368,27 @@ def summarize(metrics: dict, skipped: int,
   return summary
 
 
-def stop_check(model, config: UnlearnConfig, data: UnlearnData):
+def stop_check(model, config: UnlearnConfig, data: UnlearnData,
+               stop_rule: Optional[str] = None, warm: Any = None):
   """``(state, lane) -> bool`` for :func:`oeu_jax.engine.loop.run`: has this
-  run's D_f met ``config.stop_when``? None without a rule."""
-  rule = stopping.parse(config.stop_when)
+  run's D_f met ``stop_rule`` (given) or ``config.stop_when``? None without
+  a rule.
+
+  The rule is checked on at most ``defaults.STOP_SAMPLE`` examples of D_f,
+  evenly spaced (all of it when smaller), so a check costs about one step
+  whatever |D_f|. Given a state ``warm``, the check is compiled on it now,
+  before the run's timer starts (like the step's own compilation).
+  """
+  rule = stopping.parse(stop_rule if stop_rule is not None
+                        else config.stop_when)
   if rule is None:
     return None
   check = stopping.make_check(model, rule)
-  return lambda state, _: check(state.params, state.batch_stats,
-                                data.forget_x, data.forget_y)
+  n = len(data.forget_y)
+  idx = np.unique(np.linspace(0, n - 1, min(n, defaults.STOP_SAMPLE),
+                              dtype=np.int64))
+  fx, fy = ((data.forget_x, data.forget_y) if len(idx) == n else
+            (data.forget_x[idx], data.forget_y[idx]))
+  if warm is not None:
+    check(warm.params, warm.batch_stats, fx, fy)
+  return lambda state, _: check(state.params, state.batch_stats, fx, fy)

@@ -43,6 +43,8 @@ def check_ranges(args) -> None:
        "in (0, 1)"),
       ("--forget-class", args.forget_class, lambda v: v >= 0, ">= 0"),
       ("--stop-every", args.stop_every, lambda v: v > 0, "> 0"),
+      ("--cost-cap", getattr(args, "cost_cap", None),
+       lambda v: math.isfinite(v) and 0 < v <= 1, "in (0, 1]"),
   )
   for flag, value, ok, want in checks:
     if value is not None and not ok(value):
@@ -51,8 +53,12 @@ def check_ranges(args) -> None:
     raise CliError("--epochs 0 trains nothing (Original and Retrain would be "
                    "their random initialization); add --allow-untrained to "
                    "run it anyway")
-  if args.stop_every is not None and args.stop_when is None:
-    raise CliError("--stop-every needs --stop-when RULE")
+  if given_budget(args) and getattr(args, "budgets", None) is not None:
+    raise CliError("--budgets is for runs without --unlearn-epochs/"
+                   "--unlearn-lr (those give every method one budget)")
+  if given_budget(args) and getattr(args, "cost_cap", None) is not None:
+    raise CliError("--cost-cap caps the protocol defaults; with "
+                   "--unlearn-epochs/--unlearn-lr the budget is the one given")
   if args.stop_when is not None:
     from oeu_jax.engine import stopping
     try:
@@ -79,13 +85,36 @@ def check_dir(flag: str, path: Path) -> None:
     raise CliError(f"{flag} {path} is not readable")
 
 
+def given_budget(args) -> bool:
+  """Did the user give the unlearning budget (epochs or lr) by flags?"""
+  return args.unlearn_epochs is not None or args.unlearn_lr is not None
+
+
+def base_unlearn(cfg: config_lib.RunConfig):
+  """The UnlearnConfig the flags modify: the given one, the harness budget,
+  or under the protocol defaults the shared base (batch 256)."""
+  from oeu_jax.engine import unlearn as unlearn_lib
+  from oeu_jax.runner import config as config_lib
+  if cfg.unlearn is not None:
+    return cfg.unlearn
+  if cfg.budgets == "harness":
+    return config_lib.default_unlearn(cfg.dataset, cfg.scenario)
+  return unlearn_lib.UnlearnConfig()
+
+
 def quick(cfg: config_lib.RunConfig) -> config_lib.RunConfig:
+  """At most QUICK_* epochs (protocol defaults: the cap then shrinks the
+  unlearning budget with the training epochs)."""
   from oeu_jax.runner import config as config_lib
   t = cfg.train or config_lib.default_train(cfg.dataset)
-  u = cfg.unlearn or config_lib.default_unlearn(cfg.dataset, cfg.scenario)
+  t = dataclasses.replace(t, epochs=min(t.epochs,
+                                        defaults.QUICK_TRAIN_EPOCHS))
+  if cfg.budgets == "protocol" or (cfg.budgets is None
+                                    and cfg.unlearn is None):
+    return dataclasses.replace(cfg, train=t)
+  u = base_unlearn(cfg)
   return dataclasses.replace(
-      cfg, train=dataclasses.replace(
-          t, epochs=min(t.epochs, defaults.QUICK_TRAIN_EPOCHS)),
+      cfg, train=t,
       unlearn=dataclasses.replace(
           u, epochs=min(u.epochs, defaults.QUICK_UNLEARN_EPOCHS)))
 
@@ -96,23 +125,28 @@ def loop_options(cfg: config_lib.RunConfig, *,
   """Applies the checkpoint and non-finite flags to both loops."""
   from oeu_jax.runner import config as config_lib
   t = cfg.train or config_lib.default_train(cfg.dataset)
-  u = cfg.unlearn or config_lib.default_unlearn(cfg.dataset, cfg.scenario)
+  u = base_unlearn(cfg)
   extra = {"skip_nonfinite": True} if skip_nonfinite else {}
   if checkpoint_every is not None:
     extra["checkpoint_every"] = checkpoint_every
+  mode = cfg.budgets or ("protocol" if cfg.unlearn is None else "given")
   return dataclasses.replace(cfg, train=dataclasses.replace(t, **extra),
-                             unlearn=dataclasses.replace(u, **extra))
+                             unlearn=dataclasses.replace(u, **extra),
+                             budgets=mode)
 
 
 def demo_configs(seed: int) -> list:
   """The demo's two experiments: class-wise and 10% random forgetting."""
   from oeu_jax.runner import config as config_lib
   base = config_lib.RunConfig(dataset="digits", model="cnn", bits="w4a8",
-                              methods=("oeu",), seeds=(seed,))
-  return [dataclasses.replace(base, scenario="class", forget_ratio=None,
-                              forget_class=defaults.DEMO_FORGET_CLASS),
-          dataclasses.replace(base, scenario="random",
-                              forget_ratio=defaults.FORGET_RATIO)]
+                              seeds=(seed,))
+  return [dataclasses.replace(
+              base, scenario="class", forget_ratio=None,
+              forget_class=defaults.DEMO_FORGET_CLASS,
+              methods=("oeu", defaults.DEMO_BASELINE["class"])),
+          dataclasses.replace(
+              base, scenario="random", forget_ratio=defaults.FORGET_RATIO,
+              methods=("oeu", defaults.DEMO_BASELINE["random"]))]
 
 
 def run_config_from_args(args) -> config_lib.RunConfig:
@@ -140,12 +174,33 @@ def run_config_from_args(args) -> config_lib.RunConfig:
     train = dataclasses.replace(train, epochs=args.epochs)
   if args.batch_size is not None:
     train = dataclasses.replace(train, batch_size=args.batch_size)
-  unl = config_lib.default_unlearn(args.dataset, args.scenario)
-  for field, value in (("epochs", args.unlearn_epochs),
-                       ("batch_size", args.unlearn_batch_size),
-                       ("lr", args.unlearn_lr),
-                       ("stop_when", args.stop_when),
-                       ("stop_every", args.stop_every)):
+  stop = {}
+  if given_budget(args):  # One budget for every method, no rule unless set.
+    mode = "given"
+    unl = config_lib.default_unlearn(args.dataset, args.scenario)
+    fields = (("epochs", args.unlearn_epochs),
+              ("batch_size", args.unlearn_batch_size),
+              ("lr", args.unlearn_lr),
+              ("stop_when", None if str(args.stop_when).lower() == "none"
+               else args.stop_when),
+              ("stop_every", args.stop_every))
+  else:
+    from oeu_jax.engine import unlearn as unlearn_lib
+    mode = args.budgets or "protocol"
+    unl = (config_lib.default_unlearn(args.dataset, args.scenario)
+           if mode == "harness" else unlearn_lib.UnlearnConfig())
+    fields = (("batch_size", args.unlearn_batch_size),)
+    if mode == "harness":
+      fields += (("stop_when", None if str(args.stop_when).lower() == "none"
+                  else args.stop_when), ("stop_every", args.stop_every))
+    else:
+      if args.stop_when is not None:
+        stop["stop_when"] = args.stop_when
+      if args.stop_every is not None:
+        stop["stop_every"] = args.stop_every
+      if args.cost_cap is not None:
+        stop["cost_cap"] = args.cost_cap
+  for field, value in fields:
     if value is not None:
       unl = dataclasses.replace(unl, **{field: value})
   return config_lib.RunConfig(
@@ -155,7 +210,8 @@ def run_config_from_args(args) -> config_lib.RunConfig:
       scenario=args.scenario, forget_ratio=ratio, forget_class=fclass,
       methods=args.methods, seeds=args.seeds, train=train, unlearn=unl,
       optimizer=methods_lib.OptimizerConfig(name=args.optimizer),
-      max_examples=args.max_examples, allow_untrained=args.allow_untrained)
+      max_examples=args.max_examples, allow_untrained=args.allow_untrained,
+      budgets=mode, **stop)
 
 
 def title(cfg: config_lib.RunConfig) -> str:

@@ -59,6 +59,26 @@ class RunConfig:
       set drops it: ``dataset.py``); default False keeps the whole test set
       as non-members. The protocol tables (``experiments/table.py``) set
       it.
+    budgets: where the unlearning budgets come from, one of
+      :data:`BUDGETS`. ``"protocol"`` (what ``None`` means when
+      ``unlearn`` is None): each method at its protocol pick, capped at
+      ``cost_cap`` x the Original's training cost, the open-ended methods
+      stopped by ``stop_when`` (:mod:`oeu_jax.runner.budgets`, numbers in
+      :mod:`oeu_jax.defaults`); ``unlearn`` is then the shared base (batch
+      size, checkpoints, non-finite handling). ``"given"`` (what ``None``
+      means when ``unlearn`` is given): every method runs ``unlearn``.
+      ``"harness"``: every method runs the per-dataset harness budget
+      (:func:`default_unlearn`), as before the protocol defaults.
+    cost_cap: with protocol defaults, the unlearning budget as a fraction
+      of the Original's training cost (examples through a forward and
+      backward pass).
+    stop_when: with protocol defaults, the stopping rule of the open-ended
+      methods: ``"auto"`` (the Retrain-free targets,
+      :mod:`oeu_jax.engine.stopping`), a rule, or None (run the capped
+      budget, as the references do).
+    stop_every: steps between checks of ``stop_when``.
+    method_unlearn: ``((method, UnlearnConfig), ...)``, per-method budgets
+      that replace ``unlearn`` (filled by the protocol defaults).
   """
   dataset: str = defaults.DATASET
   data_dir: Optional[str] = None
@@ -79,7 +99,14 @@ class RunConfig:
   max_examples: Optional[int] = None
   allow_untrained: bool = False
   mia_exclude_forget_class: bool = False
+  budgets: Optional[str] = None
+  cost_cap: float = defaults.COST_CAP
+  stop_when: Optional[str] = defaults.STOP_WHEN
+  stop_every: int = defaults.AUTO_STOP_EVERY
+  method_unlearn: tuple = ()
 
+
+BUDGETS = ("protocol", "given", "harness")
 
 # Budgets scaled to each dataset (the numbers and their provenance:
 # oeu_jax.runner.catalog).
@@ -171,11 +198,27 @@ def resolve(config: RunConfig) -> RunConfig:
   for s in config.seeds:
     if isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 0:
       raise ValueError(f"seeds must be integers >= 0, got {s!r}")
+  mode = config.budgets or ("protocol" if config.unlearn is None
+                             else "given")
+  _check_name("budgets", mode, BUDGETS)
+  if mode == "given" and config.unlearn is None:
+    raise ValueError("budgets='given' needs an unlearn config")
+  if (isinstance(config.cost_cap, bool) or not isinstance(
+      config.cost_cap, (int, float)) or not 0 < config.cost_cap <= 1):
+    raise ValueError(f"cost_cap must be in (0, 1], got {config.cost_cap!r}")
+  unlearn = config.unlearn or (
+      default_unlearn(config.dataset, config.scenario) if mode == "harness"
+      else unlearn_lib.UnlearnConfig())
   cfg = dataclasses.replace(
-      config,
+      config, budgets=mode,
       train=config.train or default_train(config.dataset),
-      unlearn=config.unlearn or default_unlearn(config.dataset,
-                                                config.scenario))
+      unlearn=unlearn,
+      stop_when=(None if config.stop_when is None
+                 or str(config.stop_when).strip().lower() == "none"
+                 else config.stop_when))
+  unlearn_lib.validate_config(dataclasses.replace(
+      unlearn_lib.UnlearnConfig(), stop_when=cfg.stop_when,
+      stop_every=cfg.stop_every))
   train_lib.validate_config(cfg.train)
   if cfg.train.epochs == 0 and not cfg.allow_untrained:
     raise ValueError(
@@ -184,6 +227,11 @@ def resolve(config: RunConfig) -> RunConfig:
         "this anyway")
   unlearn_lib.validate_config(cfg.unlearn)
   _check_name("optimizer", cfg.optimizer.name, methods_lib.OPTIMIZERS)
+  for name, ucfg in cfg.method_unlearn:
+    if name not in cfg.methods:
+      raise ValueError(f"a budget given for {name!r}, which is not among "
+                       f"the methods {cfg.methods}")
+    unlearn_lib.validate_config(ucfg)
   for name, _ in cfg.method_hparams:
     if name not in cfg.methods:
       raise ValueError(f"hyperparameters given for {name!r}, which is not "

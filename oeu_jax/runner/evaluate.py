@@ -17,6 +17,7 @@ from typing import Optional
 import numpy as np
 
 from oeu_jax import data as data_lib
+from oeu_jax.evaluation import estimate
 from oeu_jax.evaluation import metrics
 from oeu_jax.nn import inference
 
@@ -26,7 +27,8 @@ ENTROPY_BINS = 20
 def evaluate(model, params: Any, batch_stats: Any, dataset: data_lib.Dataset,
              split: data_lib.Split, *, forget_class: Optional[int] = None,
              batch_size: int = 512,
-             mia_exclude_forget_class: bool = False) -> dict:
+             mia_exclude_forget_class: bool = False,
+             targets_for: Optional[tuple] = None) -> dict:
   """UA, RA, TA, MIA-efficacy and the forgetting diagnostics of one model.
 
   Args:
@@ -40,6 +42,9 @@ def evaluate(model, params: Any, batch_stats: Any, dataset: data_lib.Dataset,
     batch_size: evaluation batch size.
     mia_exclude_forget_class: with ``forget_class``, drop that class from
       the MIA's shadow non-members (SalUn's class-wise convention).
+    targets_for: ``(scenario, seed)``: this model is the Original; add its
+      Retrain-free targets (:func:`oeu_jax.evaluation.estimate.targets`) as
+      ``est_targets``.
 
   Returns:
     A dict of metrics (accuracies and MIA-efficacy in percent; UA on D_f's
@@ -81,6 +86,12 @@ def evaluate(model, params: Any, batch_stats: Any, dataset: data_lib.Dataset,
   if split.train_y is not None:  # Mislabel: what a clean model recovers.
     record["forget_true_acc"] = metrics.accuracy(
         forget_logits, dataset.train_y[split.forget_idx])
+  if targets_for is not None:
+    scenario, seed = targets_for
+    record["est_targets"] = estimate.targets(
+        scenario, ra=record["ra"], ta=record["ta"], test_logits=test_logits,
+        test_labels=dataset.test_y, member_logits=train_logits[shadow],
+        member_labels=y[shadow], seed=seed)
   counts, _ = np.histogram(metrics.normalized_entropy(forget_logits),
                            bins=ENTROPY_BINS, range=(0.0, 1.0))
   record["entropy_hist"] = [int(c) for c in counts]

@@ -54,7 +54,7 @@ MODEL_KEYS = ("dataset", "model", "bits", "num_classes", "float_ends",
 # existed keep their names (and are reused) while a run under another
 # schedule or stopping rule gets directories of its own.
 _NAMED_IF_SET = ("schedule", "forget_batch_size", "forget_epochs",
-                 "stop_when")
+                 "stop_when", "max_steps")
 
 
 def config_repr(config: Any) -> str:
@@ -126,7 +126,8 @@ class Layout:
     # checkpoints. Paired runs keep the names they had before schedules.
     method = methods_lib.build_method(stage, None,
                                       **hparams.get(stage, {}))
-    unlearn = unlearn_lib.resolve(cfg.unlearn, method)
+    unlearn = unlearn_lib.resolve(
+        dict(cfg.method_unlearn).get(stage, cfg.unlearn), method)
     tag = fingerprint(
         stage, hparams.get(stage),
         dataclasses.replace(unlearn, checkpoint_every=0), cfg.optimizer)

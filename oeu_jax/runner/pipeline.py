@@ -32,14 +32,18 @@ import jax
 
 from oeu_jax import data as data_lib
 from oeu_jax.algorithm import methods as methods_lib
+from oeu_jax.engine import budget as budget_lib
 from oeu_jax.engine import checkpointing
 from oeu_jax.engine import executors
 from oeu_jax.engine import seeds as seeds_lib
+from oeu_jax.engine import stopping
 from oeu_jax.engine import tally as tally_lib
 from oeu_jax.engine import train as train_lib
 from oeu_jax.engine import unlearn as unlearn_lib
+from oeu_jax.evaluation import estimate
 from oeu_jax.evaluation import metrics
 from oeu_jax.nn import models
+from oeu_jax.runner import budgets
 from oeu_jax.runner import config as config_lib
 from oeu_jax.runner import evaluate as evaluate_lib
 from oeu_jax.runner import layout as layout_lib
@@ -65,9 +69,11 @@ class StageRunner(NamedTuple):
       ``stage`` (``"original"`` or ``"retrain"``) per seed on
       ``train_x[subsets[seed]]`` (all of it when ``subsets`` is None), with
       the dataset's labels or ``labels[seed]`` (the mislabel scenario).
-    unlearn: ``(name, method, seeds, originals, data_of) -> [Timed]``:
-      runs method ``name`` from ``originals[seed]`` (a TrainState) on
-      ``data_of(seed)``.
+    unlearn: ``(name, method, seeds, originals, data_of, config,
+      stop_rules) -> [Timed]``: runs method ``name`` under ``config`` (an
+      UnlearnConfig) from ``originals[seed]`` (a TrainState) on
+      ``data_of(seed)``, stopped by ``stop_rules[seed]`` where the config
+      says ``auto``.
   """
   fit: Callable[..., list]
   unlearn: Callable[..., list]
@@ -156,7 +162,8 @@ def stage_runner(model, dataset: data_lib.Dataset, layout: layout_lib.Layout,
       out.append((result, _accounted(d, result, stored)))
     return out
 
-  def unlearn_sequential(name, method, seeds, originals, data_of):
+  def unlearn_sequential(name, method, seeds, originals, data_of, config,
+                         stop_rules):
     out = []
     for s in seeds:
       log(f"[seed {s}] {name}")
@@ -164,9 +171,9 @@ def stage_runner(model, dataset: data_lib.Dataset, layout: layout_lib.Layout,
       stored = layout_lib.read_timing(d)
       result = unlearn_lib.unlearn(
           method, model, originals[s].params, originals[s].batch_stats,
-          data_of(s), config=cfg.unlearn, num_classes=dataset.num_classes,
+          data_of(s), config=config, num_classes=dataset.num_classes,
           seed=s, checkpoint_dir=str(d), progress=progress, resume=resume,
-          mesh=mesh, programs=programs)
+          mesh=mesh, programs=programs, stop_rule=stop_rules.get(s))
       out.append((result, _accounted(d, result, stored)))
     return out
 
@@ -187,16 +194,18 @@ def stage_runner(model, dataset: data_lib.Dataset, layout: layout_lib.Layout,
         checkpoint_dirs=[str(d) for d in ds], progress=progress, desc=stage,
         resume=resume, mesh=mesh, programs=programs))
 
-  def unlearn_vmapped(name, method, seeds, originals, data_of):
+  def unlearn_vmapped(name, method, seeds, originals, data_of, config,
+                      stop_rules):
     log(f"[seeds {','.join(map(str, seeds))}] {name}: vmapped")
     ds = dirs(seeds, name)
     return _timed_all(ds, lambda: seeds_lib.unlearn_seeds(
         method, model, [originals[s].params for s in seeds],
         [originals[s].batch_stats for s in seeds],
-        [data_of(s) for s in seeds], config=cfg.unlearn,
+        [data_of(s) for s in seeds], config=config,
         num_classes=dataset.num_classes, seeds=seeds,
         checkpoint_dirs=[str(d) for d in ds], progress=progress,
-        resume=resume, mesh=mesh, programs=programs))
+        resume=resume, mesh=mesh, programs=programs,
+        stop_rules=[stop_rules.get(s) for s in seeds]))
 
   if vmapped:
     return StageRunner(fit_vmapped, unlearn_vmapped)
@@ -255,17 +264,26 @@ def _run(cfg: config_lib.RunConfig, workdir: str | Path, *, progress: bool,
                              bits=config_lib.quant_spec(cfg),
                              float_ends=cfg.float_ends,
                              **dict(cfg.model_kwargs))
-  hparams = {k: dict(v) for k, v in cfg.method_hparams}
-  built = {m: methods_lib.build_method(m, model, optimizer=cfg.optimizer,
-                                       **hparams.get(m, {}))
-           for m in cfg.methods if m != "retrain"}
-  layout = layout_lib.Layout.of(cfg, workdir)
   seeds = [int(s) for s in cfg.seeds]
   fc = cfg.forget_class if cfg.scenario == "class" else None
   splits = {s: data_lib.make_split(
       dataset, cfg.scenario, seed=s,
       forget_ratio=cfg.forget_ratio if fc is None else None,
       forget_class=fc) for s in seeds}
+  first = splits[seeds[0]]  # Set sizes do not depend on the seed.
+  nf, nr = len(first.forget_idx), len(first.retain_idx)
+  cfg, sources = budgets.fill(cfg, num_forget=nf, num_retain=nr,
+                              num_train=len(dataset.train_y))
+  hparams = {k: dict(v) for k, v in cfg.method_hparams}
+  built = {m: methods_lib.build_method(m, model, optimizer=cfg.optimizer,
+                                       **hparams.get(m, {}))
+           for m in cfg.methods if m != "retrain"}
+  layout = layout_lib.Layout.of(cfg, workdir)
+  for name, method in built.items():
+    ucfg = unlearn_lib.resolve(budgets.unlearn_of(cfg, name), method)
+    log(f"{name}: {ucfg.epochs} epoch(s), "
+        f"{unlearn_lib.num_steps(nf, nr, ucfg)} steps at lr {ucfg.lr:g}, "
+        f"stop {ucfg.stop_when or 'none'} ({sources[name]})")
   layout_lib.write_json(layout.run_dir / layout_lib.MODEL_JSON,
                         layout_lib.model_record(cfg, dataset))
   stages = stage_runner(model, dataset, layout, vmapped=vmap_seeds,
@@ -273,7 +291,11 @@ def _run(cfg: config_lib.RunConfig, workdir: str | Path, *, progress: bool,
   rows = {s: [] for s in seeds}
   config_id = workdir_lib.config_id(cfg)
 
-  def add(name: str, timed: list, with_metrics: bool = False) -> None:
+  targets = {}
+  n_train = len(dataset.train_y)
+
+  def add(name: str, timed: list, with_metrics: bool = False,
+          ucfg=None, rules=None) -> None:
     for s, (res, t) in zip(seeds, timed):
       split = splits[s]
       rec = {"method": name, "seed": s, "config": config_id,
@@ -282,18 +304,28 @@ def _run(cfg: config_lib.RunConfig, workdir: str | Path, *, progress: bool,
              "forget_ratio": cfg.forget_ratio if fc is None else None,
              "forget_class": fc, "num_forget": int(len(split.forget_idx)),
              "train_epochs": int(cfg.train.epochs)}
-      if with_metrics:
-        rec["unlearn_epochs"] = int(cfg.unlearn.epochs)
       rec.update(evaluate_lib.evaluate(
           model, res.state.params, res.state.batch_stats, dataset, split,
           forget_class=fc,
-          mia_exclude_forget_class=cfg.mia_exclude_forget_class))
+          mia_exclude_forget_class=cfg.mia_exclude_forget_class,
+          targets_for=(cfg.scenario, s) if name == "original" else None))
+      if name == "original":
+        targets[s] = rec.pop("est_targets")
       rec["rte_s"] = float(t["seconds"])
       rec["rte_with_compile_s"] = float(t["seconds"] + t["compile_seconds"])
       if with_metrics:
         rec["train_metrics"] = t["metrics"]
         # The step a stopping rule (UnlearnConfig.stop_when) ended it at.
         rec["stop_step"] = t.get("stop_step")
+        rec["unlearn_epochs"] = int(ucfg.epochs)
+        rec["stop_rule"] = rules.get(s) or ucfg.stop_when
+        steps = rec["stop_step"] or unlearn_lib.num_steps(nf, nr, ucfg)
+        rec["unlearn_steps"] = int(steps)
+        # The share of the Original's training cost this run used.
+        paid = budgets.original_cost(cfg.train.epochs, n_train)
+        rec["cost_fraction"] = (budget_lib.cost_of_steps(nf, nr, ucfg, steps)
+                                / paid if paid else None)
+        rec["defaults"] = sources[name]
       rows[s].append(rec)
 
   # The mislabel scenario's Original learns D_f's wrong labels (per seed).
@@ -312,12 +344,21 @@ def _run(cfg: config_lib.RunConfig, workdir: str | Path, *, progress: bool,
         splits[s].forget_idx, splits[s].retain_idx)
 
   for name, method in built.items():
-    add(name, stages.unlearn(name, method, seeds, states, data_of),
-        with_metrics=True)
+    ucfg = unlearn_lib.resolve(budgets.unlearn_of(cfg, name), method)
+    auto = stopping.parse(ucfg.stop_when)
+    rules = ({s: stopping.rule_text(stopping.auto_rule(
+        targets[s], cfg.scenario, dataset.num_classes)) for s in seeds}
+             if auto is not None and auto.metric == stopping.AUTO else {})
+    add(name, stages.unlearn(name, method, seeds, states, data_of, ucfg,
+                             rules), with_metrics=True, ucfg=ucfg,
+        rules=rules)
   records = []
   for s in seeds:
     retrain_row = rows[s][1]
     for r in rows[s]:
       r["avg_gap"] = metrics.avg_gap(r, retrain_row)
+      # The Retrain-free estimate (oeu_jax.evaluation.estimate).
+      r["est_targets"] = dict(targets[s])
+      r["est_avg_gap"] = estimate.estimated_gap(r, targets[s])
     records.extend(rows[s])
   return records

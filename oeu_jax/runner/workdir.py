@@ -134,7 +134,10 @@ def config_id(cfg: config_lib.RunConfig) -> str:
   run_dir = layout_lib.Layout.of(cfg, "/").run_dir
   tag = layout_lib.fingerprint(
       dataclasses.replace(cfg.unlearn, checkpoint_every=0), cfg.optimizer,
-      cfg.method_hparams)
+      cfg.method_hparams, *(
+          (tuple((m, dataclasses.replace(u, checkpoint_every=0))
+                 for m, u in cfg.method_unlearn),)
+          if cfg.method_unlearn else ()))
   return f"{run_dir.name}/{layout_lib.scenario_tag(cfg)}/{tag}"
 
 

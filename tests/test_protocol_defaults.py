@@ -1,0 +1,104 @@
+"""A run without budget flags: protocol picks, the cap and the auto rule."""
+
+import dataclasses
+
+import pytest
+
+from oeu_jax import defaults
+from oeu_jax.engine import budget
+from oeu_jax.engine import train
+from oeu_jax.engine import unlearn
+from oeu_jax.evaluation import estimate
+from oeu_jax.runner import budgets
+from oeu_jax.runner import config
+from oeu_jax.runner import pipeline
+
+CFG = config.RunConfig(
+    dataset="digits", scenario="class", forget_class=3, forget_ratio=None,
+    methods=("oeu", "ft"), seeds=(0,), max_examples=400,
+    train=train.TrainConfig(epochs=6, batch_size=64, lr=0.05))
+# The protocol's budgets on a given base (batch 64: a few steps fit the cap
+# of 400 images).
+BASE64 = dataclasses.replace(CFG, budgets="protocol",
+                             unlearn=unlearn.UnlearnConfig(batch_size=64))
+
+
+def test_resolve_chooses_the_budgets():
+  assert config.resolve(CFG).budgets == "protocol"
+  assert config.resolve(CFG).unlearn == unlearn.UnlearnConfig()
+  assert config.resolve(BASE64).unlearn.batch_size == 64
+  given = config.resolve(dataclasses.replace(
+      CFG, unlearn=unlearn.UnlearnConfig(epochs=2)))
+  assert given.budgets == "given" and given.unlearn.epochs == 2
+  harness = config.resolve(dataclasses.replace(CFG, budgets="harness"))
+  assert harness.unlearn == config.default_unlearn("digits", "class")
+  assert config.resolve(dataclasses.replace(CFG, stop_when="none")
+                        ).stop_when is None
+  for bad, match in ((dict(budgets="tuned"), "unknown budgets 'tuned'"),
+                     (dict(budgets="given"), "needs an unlearn config"),
+                     (dict(cost_cap=0.0), r"cost_cap must be in \(0, 1\]"),
+                     (dict(cost_cap=True), r"cost_cap must be in \(0, 1\]"),
+                     (dict(stop_when="ua>95"), "must read METRIC>=")):
+    with pytest.raises(ValueError, match=match):
+      config.resolve(dataclasses.replace(CFG, **bad))
+
+
+def test_fill_gives_each_method_its_pick_under_the_cap():
+  cfg = config.resolve(dataclasses.replace(CFG, methods=("oeu", "ft",
+                                                         "scrub", "ssd")))
+  nf, nr, n = 40, 280, 320
+  filled = budgets.fill(cfg, num_forget=nf, num_retain=nr, num_train=n)
+  per = dict(filled.config.method_unlearn)
+  hps = {m: dict(v) for m, v in filled.config.method_hparams}
+  cap = cfg.cost_cap * cfg.train.epochs * n
+  for m in ("oeu", "ft", "scrub", "ssd"):
+    lr, hp, _ = defaults.pick("digits", "class", m)
+    if m != "ssd":
+      assert per[m].lr == lr and hps.get(m, {}) == hp
+    steps = unlearn.num_steps(nf, nr, per[m])
+    assert budget.cost_of_steps(nf, nr, per[m], steps) <= cap or (
+        per[m].max_steps == 1)
+    assert per[m].stop_when == ("auto" if m in defaults.OPEN_ENDED
+                                else None)
+    assert "cap 0.15" in filled.sources[m]
+  assert per["ssd"].epochs == 1
+  assert per["scrub"].forget_batch_size == 4  # 40 forgotten in 10 steps.
+  assert per["oeu"].schedule == "paired" and per["ft"].schedule == (
+      "retain_only")
+  # The user's hyperparameters win over the pick's.
+  mine = budgets.fill(dataclasses.replace(
+      cfg, method_hparams=(("oeu", (("alpha", 0.25),)),)),
+      num_forget=nf, num_retain=nr, num_train=n)
+  assert dict(dict(mine.config.method_hparams)["oeu"])["alpha"] == 0.25
+  # A given budget is left alone.
+  given = config.resolve(dataclasses.replace(
+      CFG, unlearn=unlearn.UnlearnConfig(epochs=1)))
+  assert budgets.fill(given, num_forget=nf, num_retain=nr,
+                      num_train=n).config is given
+
+
+def test_a_default_run_records_estimates_stops_and_costs(tmp_path):
+  records = pipeline.run(BASE64, tmp_path)
+  by = {r["method"]: r for r in records}
+  target = by["original"]["est_targets"]
+  assert target["ua"] == 100.0 and target["mia_efficacy"] == 100.0
+  for r in records:
+    assert r["est_targets"] == target
+    assert r["est_avg_gap"] == pytest.approx(
+        estimate.estimated_gap(r, target))
+  oeu, ft = by["oeu"], by["ft"]
+  assert oeu["stop_rule"] == f"ua>={100 - defaults.CLASS_SLACK:g}&conf<=0.1"
+  assert ft["stop_rule"] is None and ft["stop_step"] is None
+  for r in (oeu, ft):
+    assert 0 < r["cost_fraction"] <= CFG.cost_cap + 1e-9
+    assert "protocol pick digits/class" in r["defaults"]
+    assert r["unlearn_steps"] >= 1
+  if oeu["stop_step"] is not None:  # Stopped: it met the rule.
+    assert oeu["ua"] >= 100 - defaults.CLASS_SLACK
+    assert oeu["unlearn_steps"] == oeu["stop_step"]
+  # --stop-when none: the same budget runs to its end (another directory).
+  plain = pipeline.run(dataclasses.replace(BASE64, methods=("oeu",),
+                                           stop_when=None), tmp_path)
+  p = plain[-1]
+  assert p["stop_rule"] is None and p["stop_step"] is None
+  assert p["unlearn_steps"] >= oeu["unlearn_steps"]
