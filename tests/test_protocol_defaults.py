@@ -102,3 +102,16 @@ def test_a_default_run_records_estimates_stops_and_costs(tmp_path):
   p = plain[-1]
   assert p["stop_rule"] is None and p["stop_step"] is None
   assert p["unlearn_steps"] >= oeu["unlearn_steps"]
+
+
+def test_an_auto_run_is_named_by_what_auto_resolves_to(monkeypatch):
+  from oeu_jax.engine import stopping
+  from oeu_jax.runner import layout
+  cfg = config.resolve(CFG)
+  filled = budgets.fill(cfg, num_forget=40, num_retain=280,
+                        num_train=320).config
+  before = layout.Layout.of(filled, "/w").checkpoint_dir(0, "oeu")
+  ft = layout.Layout.of(filled, "/w").checkpoint_dir(0, "ft")
+  monkeypatch.setattr(stopping, "AUTO_RULE_ID", "another resolution")
+  assert layout.Layout.of(filled, "/w").checkpoint_dir(0, "oeu") != before
+  assert layout.Layout.of(filled, "/w").checkpoint_dir(0, "ft") == ft

@@ -47,6 +47,9 @@ from oeu_jax.nn import models
 METRICS = ("ua", "entropy", "conf")
 OPS = (">=", "<=")
 AUTO = "auto"
+# What ``auto`` resolves to, as text: part of an auto run's checkpoint
+# name, so that a run stopped under an older resolution is never reused.
+AUTO_RULE_ID = "auto-v2: class ua>=100-slack&conf<=1/K; else ua>=heldout UA"
 _RULE = re.compile(r"^\s*([a-z_]+)\s*(>=|<=)\s*([-+0-9.eE]+)\s*$")
 
 

@@ -36,6 +36,7 @@ import numpy as np
 
 from oeu_jax import data as data_lib
 from oeu_jax.algorithm import methods as methods_lib
+from oeu_jax.engine import stopping
 from oeu_jax.engine import unlearn as unlearn_lib
 from oeu_jax.runner import config as config_lib
 
@@ -128,9 +129,12 @@ class Layout:
                                       **hparams.get(stage, {}))
     unlearn = unlearn_lib.resolve(
         dict(cfg.method_unlearn).get(stage, cfg.unlearn), method)
+    auto = ((stopping.AUTO_RULE_ID,) if unlearn.stop_when == stopping.AUTO
+            else ())
     tag = fingerprint(
         stage, hparams.get(stage),
-        dataclasses.replace(unlearn, checkpoint_every=0), cfg.optimizer)
+        dataclasses.replace(unlearn, checkpoint_every=0), cfg.optimizer,
+        *auto)
     return root / f"{stage}-{scenario_tag(cfg)}-{tag}"
 
 
