@@ -135,7 +135,8 @@ def defaults_text(datasets, scenarios) -> str:
 #   over it;
 # * with the Retrain-free stopping rule STOP_WHEN ("auto": stop once D_f
 #   meets the estimated Retrain's UA, oeu_jax.evaluation.estimate and
-#   oeu_jax.engine.stopping), checked every STOP_EVERY steps, for the
+#   oeu_jax.engine.stopping), checked every AUTO_STOP_EVERY steps (where
+#   an epoch ends under a sequential schedule: after its D_r pass), for the
 #   methods of OPEN_ENDED: those whose forgetting term has no end of its
 #   own (an ascent, a relabelling, an entropy or distillation target). FT,
 #   l1-sparse, SCRUB (msteps ends its max steps) and SSD (one step) run

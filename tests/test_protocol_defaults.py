@@ -62,6 +62,13 @@ def test_fill_gives_each_method_its_pick_under_the_cap():
                                 else None)
     assert "cap 0.15" in filled.sources[m]
   assert per["ssd"].epochs == 1
+  # A sequential schedule is checked only where its epochs end.
+  salun = budgets.fill(dataclasses.replace(cfg, methods=("salun",)),
+                       num_forget=nf, num_retain=nr, num_train=n).config
+  s_cfg = dict(salun.method_unlearn)["salun"]
+  assert s_cfg.schedule == "sequential"
+  assert s_cfg.stop_every == unlearn.steps_per_epoch(nf, nr, s_cfg)
+  assert per["oeu"].stop_every == cfg.stop_every
   assert per["scrub"].forget_batch_size == 4  # 40 forgotten in 10 steps.
   assert per["oeu"].schedule == "paired" and per["ft"].schedule == (
       "retain_only")

@@ -54,8 +54,13 @@ def method_config(cfg, name: str, hparams: dict, *, num_forget: int,
   else:  # An untrained Original (smoke runs): nothing to cap by.
     ucfg = dataclasses.replace(ucfg, epochs=1)
   stop = cfg.stop_when if name in defaults.OPEN_ENDED else None
-  ucfg = dataclasses.replace(ucfg, stop_when=stop,
-                             stop_every=cfg.stop_every)
+  every = cfg.stop_every
+  if ucfg.schedule == "sequential":
+    # A D_f pass then a D_r pass: checked only where an epoch ends, after
+    # the D_r pass has repaired what the D_f pass broke (Q-MUL stopped
+    # inside its first D_f pass on digits: RA 90, MIA 0).
+    every = unlearn_lib.steps_per_epoch(num_forget, num_retain, ucfg)
+  ucfg = dataclasses.replace(ucfg, stop_when=stop, stop_every=every)
   if name == "l1_sparse":  # Its penalty decays over the run's epochs.
     hp = dict(hp, epochs=ucfg.epochs)
   cap = (f"cap {cfg.cost_cap:g} x the Original's cost: {ucfg.epochs} "
