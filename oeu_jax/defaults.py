@@ -161,6 +161,9 @@ OPEN_ENDED = ("oeu", "oeu_no_proj", "rl_proj", "sl_proj", "oeu_scalar",
 # Class-wise, the auto rule stops at UA >= 100 - CLASS_SLACK (the target is
 # 100: a model that never saw the class never predicts it).
 CLASS_SLACK = 1.0
+# ... and, in every scenario, only once RA on a D_r sample is at least the
+# Original's minus RA_SLACK points (never stop in a damaged state).
+RA_SLACK = 1.0
 # The protocol's fixed per-method settings (experiments/protocol.py FIXED):
 # GA's lr is given directly; Bad Teacher's KL at the batchmean scale.
 FIXED_HPARAMS = {"ga": (("lr_scale", 1.0),),

@@ -119,10 +119,12 @@ def test_capped_fits_whole_epochs_then_cuts_one_epoch_to_steps():
 def test_auto_rule_resolves_to_the_targets_ua():
   assert stopping.parse("auto").metric == stopping.AUTO
   t = {"ua": 2.5, "ra": 100.0, "ta": 97.5, "mia_efficacy": 3.0}
-  assert stopping.rule_text(stopping.auto_rule(t, "random")) == "ua>=2.5"
+  assert stopping.rule_text(stopping.auto_rule(t, "random")) == (
+      f"ua>=2.5&ra>={100 - defaults.RA_SLACK:g}")
   cls = stopping.auto_rule(t, "class", num_classes=10)
   assert stopping.rule_text(cls) == (
-      f"ua>={100 - defaults.CLASS_SLACK:g}&conf<=0.1")
+      f"ua>={100 - defaults.CLASS_SLACK:g}&conf<=0.1"
+      f"&ra>={100 - defaults.RA_SLACK:g}")
   assert stopping.parse(stopping.rule_text(cls)) == cls
   both = stopping.parse("ua>=95&conf<=0.2&entropy>=0.5")
   assert [(c.metric, c.op, c.threshold) for c in stopping.clauses(both)] == [
@@ -187,6 +189,14 @@ def test_a_stop_check_reads_an_evenly_spaced_sample_of_d_f(monkeypatch):
   y[[0, 4, 9]] = (pred[[0, 4, 9]] + 1) % 10
   data = unlearn_lib.make_data(x, y, np.arange(10), np.arange(10, 30))
   state = unlearn_lib.UnlearnState(params, bs, None, None, 0, None)
+  # The 'ra' clause reads a D_r sample (D_r's labels are the model's own
+  # predictions: RA 100), and the rule without one is refused.
+  for rule, want in (("ua>=0&ra>=100", True), ("ua>=0&ra<=99", False)):
+    assert unlearn_lib.stop_check(model, UnlearnConfig(stop_when=rule),
+                                  data, warm=state)(state, 0) is want
+  with pytest.raises(ValueError, match="needs a D_r sample"):
+    stopping.make_check(model, stopping.parse("ra>=50"))(
+        params, bs, x[:3], y[:3])
   for sample, want in ((3, True), (1024, False)):
     monkeypatch.setattr(defaults, "STOP_SAMPLE", sample)
     check = unlearn_lib.stop_check(model, UnlearnConfig(stop_when="ua>=50"),

@@ -94,7 +94,9 @@ def test_a_default_run_records_estimates_stops_and_costs(tmp_path):
     assert r["est_avg_gap"] == pytest.approx(
         estimate.estimated_gap(r, target))
   oeu, ft = by["oeu"], by["ft"]
-  assert oeu["stop_rule"] == f"ua>={100 - defaults.CLASS_SLACK:g}&conf<=0.1"
+  assert oeu["stop_rule"] == (
+      f"ua>={100 - defaults.CLASS_SLACK:g}&conf<=0.1"
+      f"&ra>={by['original']['ra'] - defaults.RA_SLACK:.6g}")
   assert ft["stop_rule"] is None and ft["stop_step"] is None
   for r in (oeu, ft):
     assert 0 < r["cost_fraction"] <= CFG.cost_cap + 1e-9

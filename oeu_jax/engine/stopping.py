@@ -11,6 +11,7 @@ every ``every`` steps (``UnlearnConfig.stop_every``):
   ``H(softmax) / log K`` in [0, 1], has reached ``T``. OEU's objective:
   e.g. ``entropy>=0.9``.
 * ``conf<=T``: the mean true-class probability on D_f is at most ``T``.
+* ``ra>=T``: the accuracy (percent) on a sample of D_r is at least ``T``.
 * Clauses joined by ``&`` must all hold (``ua>=99&conf<=0.1``).
 * ``auto``: the Retrain-free rule, the default of the methods of
   :data:`oeu_jax.defaults.OPEN_ENDED` under the protocol defaults. It
@@ -18,7 +19,8 @@ every ``every`` steps (``UnlearnConfig.stop_every``):
   (:func:`auto_rule`): class-wise ``ua>=99&conf<=1/K``; otherwise ``ua>=T``
   with ``T`` the UA that :mod:`oeu_jax.evaluation.estimate` expects of
   Retrain, 100 minus the Original's accuracy on a held-out slice labelled
-  as D_f is (D_f then looks like data the model never saw). The runner
+  as D_f is (D_f then looks like data the model never saw); both with
+  ``&ra>=`` the Original's RA minus one point. The runner
   resolves it per seed; :func:`unlearn` takes the resolved rule as
   ``stop_rule``.
 
@@ -44,12 +46,13 @@ import numpy as np
 from oeu_jax import defaults
 from oeu_jax.nn import models
 
-METRICS = ("ua", "entropy", "conf")
+METRICS = ("ua", "entropy", "conf", "ra")
 OPS = (">=", "<=")
 AUTO = "auto"
 # What ``auto`` resolves to, as text: part of an auto run's checkpoint
 # name, so that a run stopped under an older resolution is never reused.
-AUTO_RULE_ID = "auto-v2: class ua>=100-slack&conf<=1/K; else ua>=heldout UA"
+AUTO_RULE_ID = ("auto-v3: class ua>=100-slack&conf<=1/K; else ua>=heldout "
+                "UA; both &ra>=Original RA-slack")
 _RULE = re.compile(r"^\s*([a-z_]+)\s*(>=|<=)\s*([-+0-9.eE]+)\s*$")
 
 
@@ -77,7 +80,7 @@ def _clause(text: str, clause: str) -> StopRule:
   except ValueError:
     raise ValueError(f"stop rule {text!r}: threshold {m.group(3)!r} is not "
                      "a number") from None
-  top = 100.0 if metric == "ua" else 1.0
+  top = 100.0 if metric in ("ua", "ra") else 1.0
   if not 0.0 <= threshold <= top:
     raise ValueError(f"stop rule {text!r}: a {metric} threshold must be in "
                      f"[0, {top:g}]")
@@ -111,16 +114,20 @@ def auto_rule(targets: dict, scenario: str,
 
   Class-wise: UA >= ``100 - CLASS_SLACK`` and D_f's mean true-class
   probability at most ``1 / K`` (a model that never saw the class gives
-  it far less; without this clause a relabelling method stops with UA 100
-  while its confidence on the true class still lets the membership attack
-  call D_f members: Q-MUL, MIA 75 on digits hidden classes). Otherwise UA >=
-  the estimated Retrain's UA (``targets``,
-  :func:`oeu_jax.evaluation.estimate.targets`).
+  it far less). Otherwise UA >= the estimated Retrain's UA (``targets``,
+  :func:`oeu_jax.evaluation.estimate.targets`). Always also: RA on a D_r
+  sample at least the Original's minus ``RA_SLACK`` (``targets["ra"]``),
+  so that a run never stops in a damaged state (Q-MUL stopped after its
+  first epoch on digits hidden classes with RA 95 and MIA 0-50; at the end
+  of its budget RA 99.4 and MIA 100).
   """
+  keep = StopRule("ra", float(np.clip(targets["ra"] - defaults.RA_SLACK,
+                                      0.0, 100.0)))
   if scenario == "class":
     return StopRule("ua", 100.0 - defaults.CLASS_SLACK, ">=",
-                    (StopRule("conf", 1.0 / num_classes, "<="),))
-  return StopRule("ua", float(np.clip(targets["ua"], 0.0, 100.0)))
+                    (StopRule("conf", 1.0 / num_classes, "<="), keep))
+  return StopRule("ua", float(np.clip(targets["ua"], 0.0, 100.0)), ">=",
+                  (keep,))
 
 
 def rule_text(rule: Optional[StopRule]) -> Optional[str]:
@@ -133,11 +140,14 @@ def rule_text(rule: Optional[StopRule]) -> Optional[str]:
 
 def forget_value(model, params, batch_stats, x: jax.Array, y: jax.Array, *,
                  metric: str) -> jax.Array:
-  """The rule's metric on D_f ``(x, y)`` in eval mode (a scalar)."""
+  """The rule's metric in eval mode (a scalar): on D_f ``(x, y)``, or for
+  ``ra`` the accuracy (percent) on the D_r sample ``(x, y)``."""
   logits = models.apply_model(model, params, batch_stats, x, train=False)[0]
   logits = logits.astype(jnp.float32)
   if metric == "ua":
     return 100.0 * jnp.mean(jnp.argmax(logits, -1) != y)
+  if metric == "ra":
+    return 100.0 * jnp.mean(jnp.argmax(logits, -1) == y)
   logp = jax.nn.log_softmax(logits)
   if metric == "conf":
     return jnp.mean(jnp.exp(jnp.take_along_axis(logp, y[:, None], -1)))
@@ -151,9 +161,11 @@ def _value(model, params, batch_stats, x, y, metric):
 
 
 def make_check(model, rule: StopRule) -> Callable[..., bool]:
-  """``check(params, batch_stats, x, y) -> bool``: has D_f met ``rule``?
+  """``check(params, batch_stats, x, y, rx=None, ry=None) -> bool``: has
+  D_f ``(x, y)`` met ``rule`` (its ``ra`` clauses on the D_r sample ``(rx,
+  ry)``)?
 
-  One jitted forward pass over D_f per call (compiled once per shape).
+  One jitted forward pass per clause and call (compiled once per shape).
 
   Raises:
     ValueError: an unresolved ``auto`` rule (see :func:`auto_rule`).
@@ -162,11 +174,16 @@ def make_check(model, rule: StopRule) -> Callable[..., bool]:
     raise ValueError("stop rule 'auto' needs the Retrain-free targets of "
                      "its run: resolve it with stopping.auto_rule (the "
                      "runner does) and pass it as stop_rule")
-  def met(c, params, batch_stats, x, y) -> bool:
+  def met(c, params, batch_stats, x, y, rx, ry) -> bool:
+    if c.metric == "ra":
+      if rx is None:
+        raise ValueError("an 'ra' stop clause needs a D_r sample")
+      x, y = rx, ry
     value = float(_value(model, params, batch_stats, x, y, c.metric))
     return bool(np.isfinite(value) and (value >= c.threshold if c.op == ">="
                                         else value <= c.threshold))
 
-  def check(params, batch_stats, x, y) -> bool:
-    return all(met(c, params, batch_stats, x, y) for c in clauses(rule))
+  def check(params, batch_stats, x, y, rx=None, ry=None) -> bool:
+    return all(met(c, params, batch_stats, x, y, rx, ry)
+               for c in clauses(rule))
   return check

@@ -389,6 +389,11 @@ def stop_check(model, config: UnlearnConfig, data: UnlearnData,
                               dtype=np.int64))
   fx, fy = ((data.forget_x, data.forget_y) if len(idx) == n else
             (data.forget_x[idx], data.forget_y[idx]))
+  m = len(data.retain_y)
+  r_idx = np.unique(np.linspace(0, m - 1, min(m, defaults.STOP_SAMPLE),
+                                dtype=np.int64))
+  rx, ry = data.retain_x[r_idx], data.retain_y[r_idx]
   if warm is not None:
-    check(warm.params, warm.batch_stats, fx, fy)
-  return lambda state, _: check(state.params, state.batch_stats, fx, fy)
+    check(warm.params, warm.batch_stats, fx, fy, rx, ry)
+  return lambda state, _: check(state.params, state.batch_stats, fx, fy,
+                                rx, ry)
