@@ -1,8 +1,11 @@
 """Command line: ``python -m oeu_jax {demo,run,export,audit} ...``.
 
 ``demo`` needs no network: scikit-learn's digits, the small CNN at W4A8,
-class-wise and 10% random forgetting, Original vs Retrain vs OEU. ``run`` is
-the general experiment. Both print a table and write ``DIR/results.json``;
+class-wise and 10% random forgetting, Original vs Retrain vs OEU vs the best
+baseline of the protocol tables, each at its Retrain-free defaults. ``run`` is
+the general experiment (without ``--unlearn-*`` flags, each method at its
+protocol default: :mod:`oeu_jax.runner.budgets`). Both print a table and
+write ``DIR/results.json``;
 ``--devices N`` runs them data-parallel over the first N devices (a
 :func:`oeu_jax.engine.mesh.make_mesh` mesh; the checkpoints are the same as on
 one device). ``export`` writes the quantized models of a work directory in
@@ -242,6 +245,7 @@ def execute(configs: Sequence[config_lib.RunConfig], workdir: Path, *,
   configurations already there are kept).
   """
   from oeu_jax.runner import config as config_lib
+  from oeu_jax.runner import costs
   from oeu_jax.runner import layout as layout_lib
   from oeu_jax.runner import pipeline
   from oeu_jax.runner import report
@@ -261,9 +265,9 @@ def execute(configs: Sequence[config_lib.RunConfig], workdir: Path, *,
                           vmap_seeds=vmap_seeds, mesh=mesh,
                           log=lambda s: print(s, file=sys.stderr, flush=True))
       print(f"\n## {args_lib.title(cfg)}\n\n{report.format_table(recs)}\n"
-            f"\n{report.cost_lines(recs)}\n", flush=True)
+            f"\n{costs.cost_lines(recs)}\n", flush=True)
       if story and cfg.scenario in defaults.DEMO_BASELINE:
-        print(report.demo_story(recs, defaults.DEMO_BASELINE[cfg.scenario])
+        print(costs.demo_story(recs, defaults.DEMO_BASELINE[cfg.scenario])
               + "\n", flush=True)
       workdir_lib.merge_results(recs, results)
       records.extend(recs)

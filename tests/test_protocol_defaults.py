@@ -124,3 +124,24 @@ def test_an_auto_run_is_named_by_what_auto_resolves_to(monkeypatch):
   monkeypatch.setattr(stopping, "AUTO_RULE_ID", "another resolution")
   assert layout.Layout.of(filled, "/w").checkpoint_dir(0, "oeu") != before
   assert layout.Layout.of(filled, "/w").checkpoint_dir(0, "ft") == ft
+
+
+def test_cost_lines_and_the_demo_reading():
+  from oeu_jax.runner import costs
+  recs = [dict(method="original", rte_s=10.0, avg_gap=50.0),
+          dict(method="retrain", rte_s=20.0, avg_gap=0.0),
+          dict(method="oeu", rte_s=2.0, avg_gap=0.3, cost_fraction=0.05,
+               stop_step=5, stop_rule="ua>=99", est_avg_gap=0.25),
+          dict(method="qmul", rte_s=4.0, avg_gap=0.5, cost_fraction=0.1,
+               stop_step=None, stop_rule="ua>=99", est_avg_gap=0.4),
+          dict(method="ft", rte_s=3.0, avg_gap=9.0, cost_fraction=0.15,
+               stop_step=None, stop_rule=None, est_avg_gap=9.0)]
+  lines = costs.cost_lines(recs).splitlines()
+  assert lines[0] == ("- oeu: wall time 0.100 x Retrain's, 0.050 of the "
+                      "Original's training cost; stopped by ua>=99 in 1 of "
+                      "1 seed(s); estimated gap 0.25 (no Retrain needed)")
+  assert "never met ua>=99 within its budget" in lines[1]
+  assert "ran its whole budget" in lines[2] and len(lines) == 3
+  story = costs.demo_story(recs, "qmul")
+  assert "OEU ends 0.30 gap points" in story and "0.10 of Retrain" in story
+  assert "qmul" in story and "ends 0.50 in 0.20" in story

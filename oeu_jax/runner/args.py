@@ -186,7 +186,7 @@ def run_config_from_args(args) -> config_lib.RunConfig:
               ("stop_every", args.stop_every))
   else:
     from oeu_jax.engine import unlearn as unlearn_lib
-    mode = args.budgets or "protocol"
+    mode = args.budgets or getattr(args, "budget_default", "protocol")
     unl = (config_lib.default_unlearn(args.dataset, args.scenario)
            if mode == "harness" else unlearn_lib.UnlearnConfig())
     fields = (("batch_size", args.unlearn_batch_size),)

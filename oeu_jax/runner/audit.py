@@ -360,7 +360,7 @@ def _audit(base, cfgs, workdir: Path, *, n_models, chunk, settings, progress,
                                    **common)
     pop = population(mlayout, name, seeds, lambda ss, r=runner, m=method: (
         r.unlearn(name, m, ss, {s: original_state() for s in ss},
-                  lambda s: data)))
+                  lambda s: data, unlearn_lib.resolve(mcfg.unlearn, m), {})))
     records.append(_record(
         name, pop, retrained, labels, settings=settings,
         unlearn=layout_lib.config_repr(mcfg.unlearn),

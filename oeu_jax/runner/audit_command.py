@@ -84,11 +84,14 @@ def add_parser(sub) -> argparse.ArgumentParser:
                  help="at most 3 training and 2 unlearning epochs")
   a.add_argument("--no-progress", action="store_true",
                  help="no progress bars")
-  # What ``args.run_config_from_args`` reads and the audit does not offer.
+  # What ``args.run_config_from_args`` reads and the audit does not offer:
+  # every method at the harness budget (or --unlearn-epochs), no stopping
+  # rule, as the audit's reference runs are.
   a.set_defaults(seeds=(0,), quantize_ends=False, allow_untrained=False,
                  batch_size=None, unlearn_batch_size=None, unlearn_lr=None,
                  stop_when=None, stop_every=None, optimizer="sgd",
-                 skip_nonfinite=False)
+                 skip_nonfinite=False, budgets=None, budget_default="harness",
+                 cost_cap=None)
   return a
 
 
