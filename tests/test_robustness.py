@@ -51,10 +51,10 @@ def run_a(tmp_path_factory):
 
 
 def _one_error_line(err: str) -> str:
-  """The only line of ``err`` that is not a progress line."""
+  """The only line of ``err`` that is not a progress or budget line."""
   assert "Traceback" not in err, err
   lines = [ln for ln in err.strip().splitlines()
-           if not ln.startswith("[seed")]
+           if not ln.startswith(("[seed", "[budget]"))]
   assert len(lines) == 1 and lines[0].startswith("error: "), err
   return lines[0]
 

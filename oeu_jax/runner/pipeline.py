@@ -281,7 +281,7 @@ def _run(cfg: config_lib.RunConfig, workdir: str | Path, *, progress: bool,
   layout = layout_lib.Layout.of(cfg, workdir)
   for name, method in built.items():
     ucfg = unlearn_lib.resolve(budgets.unlearn_of(cfg, name), method)
-    log(f"{name}: {ucfg.epochs} epoch(s), "
+    log(f"[budget] {name}: {ucfg.epochs} epoch(s), "
         f"{unlearn_lib.num_steps(nf, nr, ucfg)} steps at lr {ucfg.lr:g}, "
         f"stop {ucfg.stop_when or 'none'} ({sources[name]})")
   layout_lib.write_json(layout.run_dir / layout_lib.MODEL_JSON,
