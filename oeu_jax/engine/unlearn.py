@@ -394,6 +394,6 @@ def stop_check(model, config: UnlearnConfig, data: UnlearnData,
                                 dtype=np.int64))
   rx, ry = data.retain_x[r_idx], data.retain_y[r_idx]
   if warm is not None:
-    check(warm.params, warm.batch_stats, fx, fy, rx, ry)
+    check.warm(warm.params, warm.batch_stats, fx, fy, rx, ry)
   return lambda state, _: check(state.params, state.batch_stats, fx, fy,
                                 rx, ry)
