@@ -138,35 +138,31 @@ def rule_text(rule: Optional[StopRule]) -> Optional[str]:
                   for c in clauses(rule))
 
 
+def _metrics(logits: jax.Array, y: jax.Array) -> dict:
+  """Every rule metric of one set's logits (pure, traced once)."""
+  logits = logits.astype(jnp.float32)
+  logp = jax.nn.log_softmax(logits)
+  hit = jnp.argmax(logits, -1) == y
+  return {"ua": 100.0 * jnp.mean(~hit), "ra": 100.0 * jnp.mean(hit),
+          "conf": jnp.mean(jnp.exp(jnp.take_along_axis(logp, y[:, None],
+                                                       -1))),
+          "entropy": jnp.mean(-jnp.sum(jnp.exp(logp) * logp, -1))
+                     / jnp.log(logits.shape[-1])}
+
+
 def forget_value(model, params, batch_stats, x: jax.Array, y: jax.Array, *,
                  metric: str) -> jax.Array:
   """The rule's metric in eval mode (a scalar): on D_f ``(x, y)``, or for
   ``ra`` the accuracy (percent) on the D_r sample ``(x, y)``."""
   logits = models.apply_model(model, params, batch_stats, x, train=False)[0]
-  logits = logits.astype(jnp.float32)
-  if metric == "ua":
-    return 100.0 * jnp.mean(jnp.argmax(logits, -1) != y)
-  if metric == "ra":
-    return 100.0 * jnp.mean(jnp.argmax(logits, -1) == y)
-  logp = jax.nn.log_softmax(logits)
-  if metric == "conf":
-    return jnp.mean(jnp.exp(jnp.take_along_axis(logp, y[:, None], -1)))
-  h = -jnp.sum(jnp.exp(logp) * logp, -1)
-  return jnp.mean(h) / jnp.log(logits.shape[-1])
+  return _metrics(logits, y)[metric]
 
 
 @functools.partial(jax.jit, static_argnums=(0, 5))
 def _values(model, params, batch_stats, x, y, metrics):
   """Every metric of ``metrics`` from one forward pass over ``(x, y)``."""
-  logits = models.apply_model(model, params, batch_stats, x,
-                              train=False)[0].astype(jnp.float32)
-  logp = jax.nn.log_softmax(logits)
-  hit = jnp.argmax(logits, -1) == y
-  out = {"ua": 100.0 * jnp.mean(~hit), "ra": 100.0 * jnp.mean(hit),
-         "conf": jnp.mean(jnp.exp(jnp.take_along_axis(logp, y[:, None],
-                                                      -1))),
-         "entropy": jnp.mean(-jnp.sum(jnp.exp(logp) * logp, -1))
-                    / jnp.log(logits.shape[-1])}
+  logits = models.apply_model(model, params, batch_stats, x, train=False)[0]
+  out = _metrics(logits, y)
   return jnp.stack([out[m] for m in metrics])
 
 
