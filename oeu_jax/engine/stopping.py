@@ -47,7 +47,6 @@ from oeu_jax import defaults
 from oeu_jax.nn import models
 
 METRICS = ("ua", "entropy", "conf", "ra")
-OPS = (">=", "<=")
 AUTO = "auto"
 # What ``auto`` resolves to, as text: part of an auto run's checkpoint
 # name, so that a run stopped under an older resolution is never reused.
