@@ -13,13 +13,14 @@ Usage::
         cnn28_w4a8_oeu --quick --json f.json
     python benchmarks/bench.py --only step_ratio,steps,rte,seeds,memory
 
-Sections (``--only``; default ``step_ratio,quant_impl,torch,vmap_e2e,
+Sections (``--only``; default ``step_ratio,quant_backend,torch,vmap_e2e,
 mnist_rte,sequential``): ``step_ratio`` (OEU / FT step time, projection
 share), ``rte`` (unlearning / Retrain wall time on digits), ``seeds`` (N vmapped
 seeds vs N sequential, library calls), ``steps`` (steps per second, float
-vs W4A8), ``memory`` (peak RSS, :mod:`memory`), ``quant_impl`` (W4A8 FT
-step through AQT's integer dot and through fake quantization with native
-convolutions, ``QuantSpec.impl``, against float), ``torch`` (PyTorch eager
+vs W4A8), ``memory`` (peak RSS, :mod:`memory`), ``quant_backend`` (W4A8 FT
+step through each backend of ``QuantSpec.backend``: fake quantization with
+native convolutions, AQT's integer dot, Qwix's quantized training, against
+float), ``torch`` (PyTorch eager
 against oeu_jax and both against the floor, :mod:`torch_side`), ``floor``
 (the JAX side of ``torch`` alone, ResNet-18 float FT; skipped when
 ``torch`` runs), ``vmap_e2e`` and ``mnist_rte`` (whole runs,
@@ -34,12 +35,13 @@ intra_op_parallelism_threads=1``, ``OMP_NUM_THREADS=1`` and
 ``torch.set_num_threads(1)`` before importing JAX and torch; at 2 threads
 XLA keeps its default pool and torch uses 2. The other sections run in this
 process with its own setting: for a 1-core figure run the whole command
-under ``taskset -c 0``. W4A8 in ``step_ratio`` and ``torch`` is
-``--quant-impl`` (default ``fake``: the training mode at float cost).
+under ``taskset -c 0``. W4A8 in ``step_ratio`` and ``sequential`` is
+``--quant-backend`` (default ``fake``, the library default).
 
 ``--json FILE`` writes the named figures as a flat ``{name: number}``
 object: ``oeu_over_ft_{cnn,resnet18}_w4a8``, ``w4a8_over_float_{cnn28,
-resnet18}`` (fake impl; ``w4a8_aqt_over_float_*``, ``aqt_over_fake_*``),
+resnet18}`` (fake backend; ``w4a8_aqt_over_float_*``, ``aqt_over_fake_*``,
+``qwix_over_float_*``),
 ``torch_over_jax_{case}_{1core,2threads}``, ``{jax,torch}_over_floor_{case}
 _{1core,2threads}``, ``jax_over_floor_resnet18_float_ft`` (1 core),
 ``vmap8_over_seq_end_to_end``, ``sequential_over_paired_step_cnn28``,
@@ -88,10 +90,10 @@ from oeu_jax.nn import models  # noqa: E402
 from oeu_jax.nn import quantization  # noqa: E402
 from oeu_jax.runner import config as config_lib  # noqa: E402
 
-SECTIONS = ("step_ratio", "rte", "seeds", "steps", "memory", "quant_impl",
+SECTIONS = ("step_ratio", "rte", "seeds", "steps", "memory", "quant_backend",
             "torch", "floor", "vmap_e2e", "mnist_rte", "sequential")
 # What a plain ``bench.py`` runs: every key of the issue, no duplicates.
-DEFAULT = ("step_ratio", "quant_impl", "torch", "vmap_e2e", "mnist_rte",
+DEFAULT = ("step_ratio", "quant_backend", "torch", "vmap_e2e", "mnist_rte",
            "sequential")
 
 
@@ -105,7 +107,8 @@ def bench_step_ratio(args, rows, notes, figures):
   if args.quick:
     cases = [("cnn", (8, 8, 1), 32, 1, {}),
              ("resnet18", (32, 32, 3), 8, 1, {"width": 0.125})]
-  w4a8 = dataclasses.replace(quantization.preset("w4a8"), impl=args.quant_impl)
+  w4a8 = dataclasses.replace(quantization.preset("w4a8"),
+                             backend=args.quant_backend)
   for name, shape, batch, k, kw in cases:
     if name not in args.step_models:
       continue
@@ -131,7 +134,7 @@ def bench_step_ratio(args, rows, notes, figures):
     t = median_interleaved({**timers, "proj": proj_k}, args.repeats)
     per = {m: v / k for m, v in t.items()}
     width = f" width {kw['width']}" if kw else ""
-    tag = f"{name}{width} w4a8 {args.quant_impl}, batch {batch}"
+    tag = f"{name}{width} w4a8 {args.quant_backend}, batch {batch}"
     figures[f"oeu_over_ft_{name}_w4a8"] = per["oeu"] / per["ft"]
     figures[f"proj_share_{name}_w4a8"] = per["proj"] / per["oeu"]
     rows.append((f"OEU step / FT step ({tag})",
@@ -291,7 +294,8 @@ def bench_sequential(args, rows, notes, figures):
   ratio should sit near or below 1 (it was ~40 when the kind was chosen in
   a ``lax.switch``)."""
   batch, k = (64, 1) if args.quick else (256, 2)
-  bits = dataclasses.replace(quantization.preset("w4a8"), impl=args.quant_impl)
+  bits = dataclasses.replace(quantization.preset("w4a8"),
+                             backend=args.quant_backend)
   model, params, stats, udata = model_setup(
       "cnn", bits, (28, 28, 1), n=2 * batch, forget=batch)
   cfg = unlearn.UnlearnConfig(batch_size=batch)
@@ -308,7 +312,7 @@ def bench_sequential(args, rows, notes, figures):
   rl_step = (per["rl_forget"] + per["rl_retain"]) / 2
   ratio = rl_step / per["oeu"]
   figures["sequential_over_paired_step_cnn28"] = ratio
-  tag = f"cnn 28x28 w4a8 {args.quant_impl}, batch {batch}"
+  tag = f"cnn 28x28 w4a8 {args.quant_backend}, batch {batch}"
   rows.append((f"RL step / OEU step ({tag})",
                f"{ratio:.2f} (forget {fmt_s(per['rl_forget'])}, retain "
                f"{fmt_s(per['rl_retain'])} / {fmt_s(per['oeu'])})",
@@ -318,8 +322,9 @@ def bench_sequential(args, rows, notes, figures):
                f"{timers['rl_retain'].compile_s:.1f} s")
 
 
-def bench_quant_impl(args, rows, notes, figures):
-  """W4A8 FT step, impl "fake" and "aqt", against the float step."""
+def bench_quant_backend(args, rows, notes, figures):
+  """W4A8 FT step through each backend (fake, aqt, qwix) against the float
+  step."""
   cases = [("cnn28", "cnn", (28, 28, 1), 256, 2, {}),
            ("resnet18", "resnet18", (32, 32, 3), 32, 1, {})]
   if args.quick:
@@ -327,8 +332,9 @@ def bench_quant_impl(args, rows, notes, figures):
              ("resnet18", "resnet18", (32, 32, 3), 32, 1, {"width": 0.25})]
   w4a8 = quantization.preset("w4a8")
   specs = {"float": "float",
-           "fake": dataclasses.replace(w4a8, impl="fake"),
-           "aqt": dataclasses.replace(w4a8, impl="aqt")}
+           "fake": dataclasses.replace(w4a8, backend="fake"),
+           "aqt": dataclasses.replace(w4a8, backend="aqt"),
+           "qwix": dataclasses.replace(w4a8, backend="qwix")}
   for key, name, shape, batch, k, kw in cases:
     timers = {}
     for impl, bits in specs.items():
@@ -342,6 +348,7 @@ def bench_quant_impl(args, rows, notes, figures):
     figures[f"w4a8_over_float_{key}"] = per["fake"] / per["float"]
     figures[f"w4a8_aqt_over_float_{key}"] = per["aqt"] / per["float"]
     figures[f"aqt_over_fake_{key}"] = per["aqt"] / per["fake"]
+    figures[f"qwix_over_float_{key}"] = per["qwix"] / per["float"]
     width = f" width {kw['width']}" if kw else ""
     tag = f"{name}{width} {shape[0]}x{shape[1]}, FT, batch {batch}"
     rows.append((f"W4A8 fake / float step ({tag})",
@@ -352,9 +359,13 @@ def bench_quant_impl(args, rows, notes, figures):
                  f"{per['aqt'] / per['float']:.2f} "
                  f"({fmt_s(per['aqt'])}); aqt / fake "
                  f"{per['aqt'] / per['fake']:.2f}", "report", None))
+    rows.append((f"W4A8 qwix / float step ({tag})",
+                 f"{per['qwix'] / per['float']:.2f} "
+                 f"({fmt_s(per['qwix'])})", "report", None))
     notes.append(f"compile ({tag}): float {timers['float'].compile_s:.1f} s, "
                  f"fake {timers['fake'].compile_s:.1f} s, aqt "
-                 f"{timers['aqt'].compile_s:.1f} s")
+                 f"{timers['aqt'].compile_s:.1f} s, qwix "
+                 f"{timers['qwix'].compile_s:.1f} s")
 
 
 # --------------------------------------------------------------------------
@@ -386,9 +397,10 @@ def main(argv=None) -> int:
                  f"{','.join(torch_side.CASES)}")
   p.add_argument("--step-models", default="cnn,resnet18",
                  help="models of step_ratio (default cnn,resnet18)")
-  p.add_argument("--quant-impl", choices=("fake", "aqt"), default="fake",
-                 help="W4A8 of step_ratio and torch: fake (native convs, "
-                 "default) or aqt (AQT's integer dot, the library default)")
+  p.add_argument("--quant-backend", choices=quantization.BACKENDS,
+                 default="fake",
+                 help="W4A8 backend of step_ratio and sequential (default "
+                 "fake, the library default)")
   p.add_argument("--mnist-results", default=None, metavar="RESULTS_JSON",
                  help="mnist_rte: read the oeu and retrain records of a "
                  "results.json instead of running")
@@ -441,7 +453,8 @@ def main(argv=None) -> int:
       "seeds": lambda: bench_seeds(args, rows, notes),
       "steps": lambda: bench_steps(args, rows, notes, steps),
       "memory": lambda: memory.bench_memory(args, rows, notes),
-      "quant_impl": lambda: bench_quant_impl(args, rows, notes, figures),
+      "quant_backend": lambda: bench_quant_backend(args, rows, notes,
+                                                  figures),
       "sequential": lambda: bench_sequential(args, rows, notes, figures),
       "torch": lambda: torch_side.side_by_side(
           args, rows, notes, figures, cases=cases, with_torch=True),

@@ -112,7 +112,7 @@ def compare(a: str, b: str, bits: str) -> None:
 
 
 def executors() -> None:
-  bits = dataclasses.replace(quantization.preset("w4a8"), impl="fake")
+  bits = dataclasses.replace(quantization.preset("w4a8"), backend="fake")
   model = models.build_model("cnn", num_classes=10, bits=bits)
   params, stats = models.init_model(model, jax.random.PRNGKey(0),
                                     (28, 28, 1))

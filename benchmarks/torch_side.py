@@ -12,7 +12,7 @@ oeu_jax's default), the same SGD (momentum 0.9, weight decay 5e-4). Steps:
   g_r`` over the whole parameter vector, SGD update.
 
 The JAX side is oeu_jax's compiled step (:class:`timing.StepTimer`; W4A8
-with ``QuantSpec.impl`` from ``--quant-impl``, default ``fake``: AQT's
+with ``QuantSpec.backend`` from ``--quant-backend``, default ``fake``: AQT's
 quantizers before native convolutions, the training mode at float cost).
 Both sides run in one process, in turns (JAX, torch, 2048^2 matmul, JAX,
 ...), and each reports the median of ``--repeats`` after warm-up; the
@@ -199,7 +199,8 @@ def _time_cases(args) -> dict:
     torch.set_num_threads(args.threads)
     zoo = torch_models(torch)
   matmul = floor.MatmulTimer(512 if args.quick else 2048)
-  w4a8 = dataclasses.replace(quantization.preset("w4a8"), impl=args.quant_impl)
+  w4a8 = dataclasses.replace(quantization.preset("w4a8"),
+                             backend=args.quant_backend)
   out = {}
   for case in args.cases:
     name, bits, kind, shape, batch, k = CASES[case]
@@ -257,7 +258,8 @@ def main(argv=None) -> int:
                  help="batch <= 64, ResNet-18 at width 0.25, 512^2 matmul")
   p.add_argument("--cases", default=",".join(CASES),
                  help=f"comma-separated subset of {','.join(CASES)}")
-  p.add_argument("--quant-impl", choices=("fake", "aqt"), default="fake")
+  p.add_argument("--quant-backend", choices=("fake", "aqt", "qwix"),
+                 default="fake")
   p.add_argument("--no-torch", action="store_true",
                  help="only the JAX side and its floor")
   args = p.parse_args(argv)
@@ -287,7 +289,7 @@ def side_by_side(args, rows, notes, figures, *, cases, with_torch) -> None:
     tag = TAGS[threads]
     cmd = [sys.executable, str(HERE / "torch_side.py"), "--threads",
            str(threads), "--repeats", str(args.repeats), "--cases",
-           ",".join(cases), "--quant-impl", args.quant_impl]
+           ",".join(cases), "--quant-backend", args.quant_backend]
     cmd += ["--pin", "0"] if threads == 1 else []
     cmd += [] if with_torch else ["--no-torch"]
     cmd += ["--quick"] if args.quick else []

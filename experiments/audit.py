@@ -40,7 +40,8 @@ def configs(entry: dict, *, dataset: str, scenario: str, forget_class,
          if k in ("epochs", "batch_size", "lr")})
   base = config_lib.RunConfig(
       dataset=dataset, data_dir=data_dir, model=entry["model"],
-      bits=entry["bits"], scenario=scenario, forget_class=forget_class,
+      bits=entry["bits"], quant_backend=common.QUANT_BACKEND,
+      scenario=scenario, forget_class=forget_class,
       forget_ratio=forget_ratio, methods=tuple(methods), train=train,
       max_examples=entry.get("max_examples"))
   ds = data_lib.load_dataset(dataset, data_dir=data_dir,

@@ -74,7 +74,8 @@ def _original_logits(entry: dict, seed: int, workdir: Path, cache: dict):
   model = models.build_model(entry.get("model", "cnn"),
                              num_classes=ds.num_classes,
                              bits=config_lib.quant_spec(config_lib.RunConfig(
-                                 bits=entry.get("bits", "w4a8"))))
+                                 bits=entry.get("bits", "w4a8"),
+                                 quant_backend=common.QUANT_BACKEND)))
   y = ds.train_y if entry.get("scenario_y") is None else entry["scenario_y"]
   tag = f"{entry['dataset']}-{entry.get('max_examples')}-s{seed}"
   if entry.get("label_tag"):

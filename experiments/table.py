@@ -88,6 +88,7 @@ def method_config(entry: dict, method: str, *, dataset: str, scenario: str,
     hp["epochs"] = ucfg.epochs
   return config_lib.RunConfig(
       dataset=dataset, data_dir=data_dir, model=model, bits=bits,
+      quant_backend=common.QUANT_BACKEND,
       scenario=scenario, forget_class=forget_class,
       forget_ratio=forget_ratio, methods=(method,), seeds=tuple(seeds),
       train=train, unlearn=ucfg,

@@ -101,7 +101,8 @@ def trial_config(args, method: str, seed: int, fc, split, lr: float,
     hp["epochs"] = ucfg.epochs
   return config_lib.RunConfig(
       dataset=args.dataset, data_dir=args.data_dir, model=args.model,
-      bits=args.bits, scenario=args.scenario,
+      bits=args.bits, quant_backend=common.QUANT_BACKEND,
+      scenario=args.scenario,
       forget_ratio=None if fc is not None else args.forget_ratio,
       forget_class=fc, methods=(method,), seeds=(seed,), train=train,
       unlearn=ucfg, method_hparams=((method, tuple(sorted(hp.items()))),)

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from experiments import common
 from experiments import table as table_lib
 from experiments import tune
 from oeu_jax import data as data_lib
@@ -67,7 +68,8 @@ def run_case(name, workdir) -> list:
   for fc in classes:
     base = config_lib.RunConfig(
         dataset=dataset, data_dir=data_dir, scenario=scenario,
-        forget_class=fc, forget_ratio=fr, seeds=seeds, train=train,
+        quant_backend=common.QUANT_BACKEND, forget_class=fc, forget_ratio=fr,
+        seeds=seeds, train=train,
         methods=methods, mia_exclude_forget_class=True)
     recs = pipeline.run(base, workdir, resume=True, log=lambda *_: None)
     out += [dict(r, setting="defaults", case=name) for r in recs]

@@ -1,18 +1,17 @@
-"""Training-mode quantization at float cost: ``QuantSpec.impl="fake"``.
+"""Training-mode quantization at float cost: ``QuantSpec.backend="fake"``.
 
 The fake path quantizes input and kernel with AQT's own quantizers and
 contracts the integer-valued operands with native float convolutions. Per
 layer its outputs are AQT's bit for bit (tolerance 0: the integer sums are
 exact in float32 at these sizes) and its gradients equal AQT's
 straight-through gradients up to rounding order (relative tolerance 1e-5,
-measured about 3e-7). Integer serving (AQT CONVERT/SERVE) predicts what the
-fake forward pass predicts, for the CNN, ResNet-18 and MobileNetV2 (argmax
-identical, logits within 1e-4 of their scale). Shapes are tiny so that the
-file runs in well under a minute.
+measured about 3e-7). Integer serving (AQT CONVERT/SERVE, the fake
+backend's serving) predicts what the fake forward pass predicts, for the CNN,
+ResNet-18 and MobileNetV2 (argmax identical, logits within 1e-4 of their
+scale). Shapes are tiny so that the file runs in well under a minute.
 """
 
 import argparse
-import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -26,6 +25,8 @@ from oeu_jax.nn import serving
 from oeu_jax.nn.layers import QConv
 from oeu_jax.nn.layers import QDense
 from oeu_jax.nn.quantization import QuantSpec
+from oeu_jax.nn.quantization.backends import aqt as aqt_backend
+from oeu_jax.nn.quantization.backends import fake
 from oeu_jax.runner import args as args_lib
 from oeu_jax.runner import catalog
 from oeu_jax.runner import config as config_lib
@@ -72,9 +73,10 @@ def _layer_outputs_and_grads(make, shape, spec, x=None):
 @pytest.mark.parametrize("layer", sorted(LAYERS))
 def test_layer_equals_aqt(layer, bits):
   make, shape = LAYERS[layer]
-  y_aqt, g_aqt = _layer_outputs_and_grads(make, shape, QuantSpec(*bits))
+  y_aqt, g_aqt = _layer_outputs_and_grads(
+      make, shape, QuantSpec(*bits, backend="aqt"))
   y_fake, g_fake = _layer_outputs_and_grads(
-      make, shape, QuantSpec(*bits, impl="fake"))
+      make, shape, QuantSpec(*bits, backend="fake"))
   np.testing.assert_array_equal(y_fake, y_aqt)
   for a, f in zip(jax.tree.leaves(g_aqt), jax.tree.leaves(g_fake)):
     assert float(jnp.linalg.norm(a)) > 0
@@ -85,9 +87,10 @@ def test_layer_equals_aqt(layer, bits):
 def test_half_quantized_conv_close_to_aqt(bits):
   """One float operand: float sums, equal up to rounding order."""
   make, shape = LAYERS["conv3x3"]
-  y_aqt, g_aqt = _layer_outputs_and_grads(make, shape, QuantSpec(*bits))
+  y_aqt, g_aqt = _layer_outputs_and_grads(
+      make, shape, QuantSpec(*bits, backend="aqt"))
   y_fake, g_fake = _layer_outputs_and_grads(
-      make, shape, QuantSpec(*bits, impl="fake"))
+      make, shape, QuantSpec(*bits, backend="fake"))
   np.testing.assert_allclose(y_fake, y_aqt, rtol=0,
                              atol=1e-6 * float(jnp.max(jnp.abs(y_aqt))))
   for a, f in zip(jax.tree.leaves(g_aqt), jax.tree.leaves(g_fake)):
@@ -99,13 +102,14 @@ def test_strided_1x1_scale_is_taken_over_the_pixels_read():
   see it, so it must not set the activation scale."""
   make, shape = LAYERS["strided_1x1"]
   x = jax.random.normal(jax.random.key(1), shape).at[:, 1, 1, 0].set(50.0)
-  spec = QuantSpec(4, 8, impl="fake")
-  y_aqt, _ = _layer_outputs_and_grads(make, shape, QuantSpec(4, 8), x)
+  spec = QuantSpec(4, 8, backend="fake")
+  y_aqt, _ = _layer_outputs_and_grads(
+      make, shape, QuantSpec(4, 8, backend="aqt"), x)
   y_fake, _ = _layer_outputs_and_grads(make, shape, spec, x)
   np.testing.assert_array_equal(y_fake, y_aqt)
   # Over the whole input the scale would differ, and so would the output.
-  _, whole = quantization.fake_quant_input(spec, x)
-  _, read = quantization.fake_quant_input(spec, x, reads=x[:, ::2, ::2])
+  _, whole = fake.fake_quant_input(spec, x)
+  _, read = fake.fake_quant_input(spec, x, reads=x[:, ::2, ::2])
   assert float(whole.squeeze()) > 10 * float(read.squeeze())
 
 
@@ -113,7 +117,7 @@ def test_strided_1x1_scale_is_taken_over_the_pixels_read():
 def test_conv_kernels_get_gradients(layer):
   make, shape = LAYERS[layer]
   _, (g_params, g_x) = _layer_outputs_and_grads(
-      make, shape, QuantSpec(4, 8, impl="fake"))
+      make, shape, QuantSpec(4, 8, backend="fake"))
   assert float(jnp.linalg.norm(g_params["params"]["kernel"])) > 0
   assert float(jnp.linalg.norm(g_x)) > 0
 
@@ -123,9 +127,9 @@ def test_cnn_training_step_equals_aqt():
   x = jax.random.normal(jax.random.key(1), (4, 8, 8, 1))
   y = jnp.arange(4)
   out = {}
-  for impl in quantization.IMPLS:
+  for impl in ("aqt", "fake"):
     model = models.build_model("cnn", num_classes=4,
-                               bits=QuantSpec(4, 8, impl=impl),
+                               bits=QuantSpec(4, 8, backend=impl),
                                features=(4, 8), hidden=16)
     params, stats = models.init_model(model, jax.random.key(0), (8, 8, 1))
 
@@ -157,7 +161,7 @@ def test_serving_equals_fake_forward(name):
   fake forward pass predicts, batch for batch."""
   shape, kwargs = SERVED[name]
   model = models.build_model(name, num_classes=10,
-                             bits=QuantSpec(4, 8, impl="fake"), **kwargs)
+                             bits=QuantSpec(4, 8, backend="fake"), **kwargs)
   params, stats = models.init_model(model, jax.random.key(0), shape)
   # Non-trivial running statistics, as after training.
   stats = jax.tree.map(
@@ -173,49 +177,55 @@ def test_serving_equals_fake_forward(name):
                              atol=LOGIT_RTOL * float(jnp.max(jnp.abs(fake))))
 
 
-def test_serve_and_convert_modes_ignore_impl():
-  spec = QuantSpec(4, 8, impl="fake")
-  assert quantization.trains_fake_quant(spec)
-  for mode in ("serve", "convert"):
-    assert not quantization.trains_fake_quant(
-        dataclasses.replace(spec, mode=mode))
-  assert not quantization.trains_fake_quant(QuantSpec(None, None,
-                                                      impl="fake"))
-  assert quantization.make_dot_general(
-      dataclasses.replace(spec, mode="serve")) is not None
+def test_serve_and_convert_modes_go_through_aqt():
+  """The fake backend serves AQT's integers: convert writes AQT's freezer."""
+  spec = QuantSpec(4, 8, backend="fake")
+  assert quantization.backend(spec) is fake
+  assert fake.COLLECTION == aqt_backend.COLLECTION == "aqt"
+  model = models.build_model("cnn", num_classes=3, bits=spec,
+                             features=(4, 8), hidden=8)
+  params, stats = models.init_model(model, jax.random.key(0), (8, 8, 1))
+  variables, info = serving.convert(model, params, stats,
+                                    input_shape=(8, 8, 1))
+  assert info["backend"] == "fake"
+  assert "AqtDotGeneral_0" in variables["aqt"]["fc1"]
 
 
-@pytest.mark.parametrize("impl", ["int", "", None, "AQT"])
-def test_bad_impl_is_refused(impl):
-  with pytest.raises(ValueError, match=r"QuantSpec.impl must be one of"):
-    quantization.validate_spec(QuantSpec(4, 8, impl=impl))
-  with pytest.raises(ValueError, match=r"QuantSpec.impl must be one of"):
-    models.build_model("cnn", num_classes=3, bits=QuantSpec(4, 8, impl=impl))
-  with pytest.raises(ValueError, match=r"unknown quant_impl"):
-    config_lib.resolve(config_lib.RunConfig(quant_impl=impl))
+@pytest.mark.parametrize("name", ["int", "", None, "AQT"])
+def test_bad_backend_is_refused(name):
+  with pytest.raises(ValueError, match=r"QuantSpec.backend must be one of"):
+    quantization.validate_spec(QuantSpec(4, 8, backend=name))
+  with pytest.raises(ValueError, match=r"QuantSpec.backend must be one of"):
+    models.build_model("cnn", num_classes=3, bits=QuantSpec(4, 8, backend=name))
+  with pytest.raises(ValueError, match=r"unknown quant_backend"):
+    config_lib.resolve(config_lib.RunConfig(quant_backend=name))
 
 
 def test_cli_flag(capsys):
   base = ["run", "--dataset", "digits"]
   parse = cli.build_parser().parse_args
-  assert args_lib.run_config_from_args(parse(base)).quant_impl == "aqt"
-  cfg = args_lib.run_config_from_args(parse(base + ["--quant-impl", "fake"]))
-  assert cfg.quant_impl == "fake"
-  assert config_lib.quant_spec(cfg) == QuantSpec(4, 8, impl="fake")
-  with pytest.raises(args_lib.CliError, match=r"--quant-impl: invalid choice"):
-    parse(base + ["--quant-impl", "int"])
-  assert cli.main(base + ["--quant-impl", "int", "--no-progress"]) == 2
+  assert args_lib.run_config_from_args(parse(base)).quant_backend == "fake"
+  cfg = args_lib.run_config_from_args(parse(base + ["--quant-backend", "aqt"]))
+  assert cfg.quant_backend == "aqt"
+  assert config_lib.quant_spec(cfg) == QuantSpec(4, 8, backend="aqt")
+  with pytest.raises(args_lib.CliError,
+                     match=r"--quant-backend: invalid choice"):
+    parse(base + ["--quant-backend", "int"])
+  assert cli.main(base + ["--quant-backend", "int", "--no-progress"]) == 2
   err = capsys.readouterr().err.strip().splitlines()
-  assert len(err) == 1 and "--quant-impl" in err[0], err
-  assert catalog.QUANT_IMPLS is quantization.IMPLS
+  assert len(err) == 1 and "--quant-backend" in err[0], err
+  assert catalog.QUANT_BACKENDS == quantization.BACKENDS == (
+      "aqt", "fake", "qwix")
   assert isinstance(cli.build_parser(), argparse.ArgumentParser)
 
 
-def test_default_fingerprints_unchanged():
-  """Runs made before ``quant_impl`` existed keep their checkpoints."""
-  cfg = config_lib.resolve(config_lib.RunConfig())
-  assert layout.Layout.of(cfg, "/w").run_dir.name == (
+def test_aqt_fingerprints_unchanged():
+  """Runs made with AQT before the backend choice existed keep their
+  checkpoints; the default backend (fake) trains models of its own."""
+  aqt = config_lib.resolve(config_lib.RunConfig(quant_backend="aqt"))
+  assert layout.Layout.of(aqt, "/w").run_dir.name == (
       "digits-cnn-w4a8-7c1a6aa4ae")
-  fake = config_lib.resolve(config_lib.RunConfig(quant_impl="fake"))
-  assert layout.Layout.of(fake, "/w").run_dir.name != (
+  default = config_lib.resolve(config_lib.RunConfig())
+  assert default.quant_backend == "fake"
+  assert layout.Layout.of(default, "/w").run_dir.name != (
       "digits-cnn-w4a8-7c1a6aa4ae")

@@ -144,9 +144,11 @@ def test_vmapped_seeds_match_sequential_runs_and_share_checkpoints(
 def test_checkpoint_names_are_stable():
   # The demo's directories as the pipeline named them before the runner
   # package existed: existing work directories keep being reused (under the
-  # harness budgets the demo ran before the protocol defaults).
+  # harness budgets and the AQT backend the demo ran with before the
+  # protocol defaults and the fake backend).
   classwise, random10 = (
-      config.resolve(dataclasses.replace(c, budgets="harness"))
+      config.resolve(dataclasses.replace(c, budgets="harness",
+                                         quant_backend="aqt"))
       for c in args_lib.demo_configs(0))
   for cfg, tag, oeu in ((classwise, "class3", "oeu-class3-8bce7ecad8"),
                         (random10, "random0.1", "oeu-random0.1-36de0971fb")):

@@ -13,6 +13,7 @@ from reference import rel_err
 from oeu_jax.nn import quantization
 from oeu_jax.nn.quantization import BITS
 from oeu_jax.nn.quantization import QuantSpec
+from oeu_jax.nn.quantization.backends import aqt as aqt_backend
 
 
 class _Dense(nn.Module):
@@ -22,7 +23,7 @@ class _Dense(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    dg = quantization.make_dot_general(self.spec)
+    dg = aqt_backend.make_dot_general(self.spec)
     if dg is None:
       return nn.Dense(8)(x)
     return nn.Dense(8, dot_general=dg)(x)
@@ -71,7 +72,7 @@ def test_invalid_bits_raise(spec):
   with pytest.raises(ValueError, match="bits"):
     quantization.validate_spec(spec)
   with pytest.raises(ValueError, match="bits"):
-    quantization.make_dot_general(spec)
+    aqt_backend.make_dot_general(spec)
 
 
 def test_non_spec_raises():
@@ -87,9 +88,9 @@ def test_valid_bits_accepted(spec):
 
 
 def test_float_gives_no_dot_general():
-  assert quantization.make_dot_general(None) is None
-  assert quantization.make_dot_general(QuantSpec(None, None)) is None
-  assert quantization.make_dot_general(quantization.preset("float")) is None
+  assert aqt_backend.make_dot_general(None) is None
+  assert aqt_backend.make_dot_general(QuantSpec(None, None)) is None
+  assert aqt_backend.make_dot_general(quantization.preset("float")) is None
   assert not quantization.is_quantized(None)
   assert not quantization.is_quantized(QuantSpec(None, None))
 
@@ -97,7 +98,7 @@ def test_float_gives_no_dot_general():
 @pytest.mark.parametrize("name", ["w8a8", "w4a8", "w4a4"])
 def test_dot_general_config(name):
   spec = quantization.preset(name)
-  dg = quantization.make_dot_general(spec)
+  dg = aqt_backend.make_dot_general(spec)
   assert isinstance(dg, aqt_flax.AqtDotGeneral)
   assert dg.prng_name is None  # No rng needed: no stochastic rounding.
   fwd = dg.cfg.fwd.dg_quantizer
@@ -114,8 +115,8 @@ def test_dot_general_config(name):
 
 def test_fresh_module_per_call():
   spec = quantization.preset("w8a8")
-  assert (quantization.make_dot_general(spec)
-          is not quantization.make_dot_general(spec))
+  assert (aqt_backend.make_dot_general(spec)
+          is not aqt_backend.make_dot_general(spec))
 
 
 def test_aqt_adds_no_variables_and_needs_no_rng():

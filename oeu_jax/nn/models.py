@@ -2,9 +2,9 @@
 
 Every weight layer is a :class:`~oeu_jax.nn.layers.QDense` or a
 :class:`~oeu_jax.nn.layers.QConv` (both re-exported here): float when the spec
-is ``None``, AQT fake-quantized with straight-through gradients otherwise. AQT
-adds no variables in training mode, so a float model and its quantized twin
-share one parameter tree.
+is ``None``, quantized by the spec's backend with straight-through gradients
+otherwise. No backend adds variables in training mode, so a float model and
+its quantized twin share one parameter tree.
 
 BatchNorm stays in float, as in Q-MUL. With ``float_ends=True`` the first
 convolution and the final classifier stay in float too.
@@ -346,8 +346,8 @@ def init_model(model: nn.Module, rng: jax.Array,
   if len(shape) != 3 or min(shape) < 1:
     raise ValueError(
         f"input_shape must be one example's (H, W, C), got {input_shape!r}.")
-  # AQT creates no variables in training mode, so the float twin has the same
-  # tree and the same initial values, and traces about twice as fast.
+  # No backend creates variables in training mode, so the float twin has the
+  # same tree and the same initial values, and traces about twice as fast.
   if getattr(model, "quant", None) is not None:
     model = model.clone(quant=None)
   variables = _init_variables(model, rng, shape)

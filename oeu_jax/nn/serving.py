@@ -1,34 +1,36 @@
-"""Integer serving: quantized models with int8 / int4 weights.
+"""Integer serving: quantized models with int8 / int4 weights, any backend.
 
-A model trained (or unlearned) with fake quantization keeps float kernels;
-every quantized matmul re-quantizes them on each forward pass. Serving needs
-only the integers and their scales. :func:`convert` asks AQT's own freezer
-for them: the model runs once with ``QuantSpec.mode="convert"``, and each
-``AqtDotGeneral`` writes its weight as integers (``int8``, or ``jnp.int4``
-for 4-bit weights) with one float32 scale per output channel into the
-``"aqt"`` variable collection, computed by the very code that quantizes the
-weights in training (same absmax scale, same round-to-nearest-even and clip).
-The serving model (:func:`serving_model`, ``mode="serve"``) reads them back
-and has no float copy of those kernels; float layers (the first convolution
-and the classifier with ``float_ends``), biases and BatchNorm stay float.
+A model trained (or unlearned) with quantization keeps float kernels; every
+quantized matmul re-quantizes them on each forward pass. Serving needs only
+the integers and their scales. :func:`convert` asks the model's backend
+(:mod:`oeu_jax.nn.quantization.backends`) for them: the model runs once
+with ``QuantSpec.mode="convert"``, and each quantized layer writes its
+weight as integers (``int8``, or ``jnp.int4`` for 4-bit weights) with one
+float32 scale per output channel into the backend's variable collection
+(:func:`collection`: ``"aqt"`` for the ``aqt`` and ``fake`` backends,
+whose integers are AQT's, ``"qwix"`` for ``qwix``), computed by the very code
+that quantizes the weights in training. The serving model
+(:func:`serving_model`, ``mode="serve"``) reads them back and has no float
+copy of those kernels; float layers (the first convolution and the
+classifier with ``float_ends``), biases and BatchNorm stay float.
 
-Serving computes exactly what evaluation computes: activations are still
-quantized on the fly (per-tensor absmax over the whole batch), the matmul is
-the same integer ``dot_general`` with int32 accumulation, and the outputs are
-rescaled by the same scales. Logits are bit-identical to
-``inference.predict``'s (checked on digits, W8A8 and W4A8) *when the batches are
-the same*: because the activation scale is shared by the whole batch, a
-prediction depends on the other examples in its batch (and on the zero rows
-padding the last batch). :func:`predict` batches exactly like
-:func:`oeu_jax.nn.inference.predict` (fixed ``batch_size``, last batch
-zero-padded); serve with the same ``batch_size`` to reproduce the evaluated
-predictions.
+Serving computes what evaluation computes: activations are still quantized
+on the fly (per-tensor absmax over the whole batch), the contraction is an
+integer one with int32 accumulation, and the outputs are rescaled by the
+same scales. Logits equal ``inference.predict``'s (``tests/test_serving.py``,
+``tests/test_backends.py``) *when the batches are the same*: because the
+activation scale is shared by the whole batch, a prediction depends on the
+other examples in its batch (and on the zero rows padding the last batch).
+:func:`predict` batches exactly like :func:`oeu_jax.nn.inference.predict`
+(fixed ``batch_size``, last batch zero-padded); serve with the same
+``batch_size`` to reproduce the evaluated predictions.
 
 Exporting a work directory's checkpoints in this form is
 :mod:`oeu_jax.runner.export`.
 
 References:
   AQT freezer (QuantMode.CONVERT / SERVE): https://github.com/google/aqt
+  Qwix: https://github.com/google/qwix
 """
 
 from __future__ import annotations
@@ -46,7 +48,8 @@ from oeu_jax.nn import inference
 from oeu_jax.nn import quantization
 
 __all__ = [
-    "AQT_COLLECTION",
+    "collection",
+    "frozen_collections",
     "serving_model",
     "convert",
     "serving_apply",
@@ -54,7 +57,26 @@ __all__ = [
     "model_size_bytes",
 ]
 
-AQT_COLLECTION = "aqt"
+
+
+def collection(model: nn.Module) -> str:
+  """The variable collection holding a quantized model's frozen weights.
+
+  Raises:
+    ValueError: if the model's weights are float.
+
+  Examples:
+    >>> from oeu_jax.nn import models
+    >>> collection(models.build_model("cnn", num_classes=3, bits="w8a8"))
+    'aqt'
+  """
+  return quantization.backend(_weight_spec(model)).COLLECTION
+
+
+def frozen_collections() -> set[str]:
+  """Every backend's serving collection (``"aqt"``, ``"qwix"``, ...)."""
+  return {quantization.backend(quantization.QuantSpec(8, 8, backend=b))
+          .COLLECTION for b in quantization.BACKENDS}
 
 
 def _weight_spec(model: nn.Module) -> quantization.QuantSpec:
@@ -71,8 +93,9 @@ def _weight_spec(model: nn.Module) -> quantization.QuantSpec:
 def serving_model(model: nn.Module) -> nn.Module:
   """The serving twin of a quantized model (``QuantSpec.mode="serve"``).
 
-  Its quantized layers take their weights from the ``"aqt"`` collection
-  written by :func:`convert` and have no float ``kernel`` parameter.
+  Its quantized layers take their weights from the backend's collection
+  (:func:`collection`) written by :func:`convert` and have no float
+  ``kernel`` parameter.
 
   Args:
     model: a module from :func:`oeu_jax.nn.models.build_model` with quantized
@@ -130,26 +153,28 @@ def model_size_bytes(tree: Any, *, packed: bool = False) -> int:
   return total
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _convert_aqt(convert_model: nn.Module, variables: Any, x: jax.Array):
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _frozen_weights(convert_model: nn.Module, name: str, variables: Any,
+                    x: jax.Array):
   # batch_stats is mutable only so that a model converted without its
   # BatchNorm statistics still runs (the frozen weights do not depend on
   # them); params are not mutable, so a missing weight is an error.
   _, state = convert_model.apply(variables, x, train=False,
-                                 mutable=[AQT_COLLECTION, "batch_stats"])
-  return state[AQT_COLLECTION]
+                                 mutable=[name, "batch_stats"])
+  return state[name]
 
 
 def convert(model: nn.Module, params: Any, batch_stats: Any = None, *,
             input_shape: tuple[int, ...]) -> tuple[dict, dict]:
   """Freezes a quantized model's weights as integers plus scales.
 
-  AQT computes the integer weights in ``"convert"`` mode, with the code that
-  fake-quantizes them in training: per-output-channel absmax scale
-  ``absmax / (2**(bits-1) - 0.5)``, round to nearest even, clip to
-  ``+-(2**(bits-1) - 1)``, stored as ``int8`` (``jnp.int4`` for 4 bits) with
-  float32 scales. Kernels of float layers (``float_ends``), biases and
-  BatchNorm statistics are kept as they are.
+  The backend computes the integer weights in ``"convert"`` mode, with the
+  code that quantizes them in training: per-output-channel absmax scale
+  ``absmax / (2**(bits-1) - 0.5)``, round to nearest even, clipped (AQT:
+  to ``+-(2**(bits-1) - 1)``; Qwix: to ``[-2**(bits-1), 2**(bits-1) - 1]``),
+  stored as ``int8`` (``jnp.int4`` for 4 bits) with float32 scales. Kernels
+  of float layers (``float_ends``), biases and BatchNorm statistics are kept
+  as they are.
 
   Args:
     model: a module from :func:`oeu_jax.nn.models.build_model` with quantized
@@ -162,11 +187,13 @@ def convert(model: nn.Module, params: Any, batch_stats: Any = None, *,
       input has to flow through the network).
 
   Returns:
-    ``(variables, info)``: ``variables`` is ``{"params": ..., "aqt": ...}``
-    (plus ``"batch_stats"`` when the model has BatchNorm) for
-    :func:`serving_apply` / :func:`predict`: ``params`` without the kernels
-    of the quantized layers, ``aqt`` with each quantized layer's
-    ``AqtDotGeneral_0/qrhs/{value,scale}``. ``info`` holds the weight dtype,
+    ``(variables, info)``: ``variables`` is ``{"params": ..., C: ...}``
+    with ``C = collection(model)`` (plus ``"batch_stats"`` when the model
+    has BatchNorm) for :func:`serving_apply` / :func:`predict`: ``params``
+    without the kernels of the quantized layers, ``C`` with each quantized
+    layer's integers and scales (AQT: ``AqtDotGeneral_0/qrhs/{value,scale}``;
+    Qwix: ``qrhs/{value,scale}``). ``info`` holds the backend, the weight
+    dtype,
     the converted layers and sizes in bytes (see :func:`model_size_bytes`):
     ``float_bytes`` (params + batch_stats as given), ``serving_bytes`` and
     ``serving_packed_bytes`` (int4 at 4 bits), and, for the quantized layers
@@ -199,32 +226,35 @@ def convert(model: nn.Module, params: Any, batch_stats: Any = None, *,
   if batch_stats:
     variables["batch_stats"] = batch_stats
   convert_model = model.clone(quant=dataclasses.replace(spec, mode="convert"))
-  aqt = _convert_aqt(convert_model, variables, x)
+  name = collection(model)
+  written = _frozen_weights(convert_model, name, variables, x)
 
   serve = serving_model(model)
   declared = jax.eval_shape(
       functools.partial(serve.init, train=False), jax.random.key(0), x)
   frozen = {k: v for k, v in variables.items()}
   frozen["params"] = _restrict(params, declared["params"])
-  frozen[AQT_COLLECTION] = aqt
-  wanted = _paths(declared[AQT_COLLECTION])
-  got = _paths(aqt)
+  frozen[name] = written
+  wanted = _paths(declared[name])
+  got = _paths(written)
   if {k: (v.shape, v.dtype) for k, v in wanted.items()} != {
       k: (v.shape, v.dtype) for k, v in got.items()}:
-    raise AssertionError(  # An AQT change; not a user error.
-        f"AQT's converted weights {sorted(got)} do not match what the serving"
+    raise AssertionError(  # A backend change; not a user error.
+        f"The converted weights {sorted(got)} do not match what the serving"
         f" model reads {sorted(wanted)}.")
 
-  layers = sorted(
-      "/".join(str(getattr(k, "key", k)) for k in path[:-3])
-      for path, _ in jax.tree_util.tree_flatten_with_path(aqt)[0]
-      if getattr(path[-1], "key", None) == "value")
+  removed_paths = [
+      path for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]
+      if jax.tree_util.keystr(path) not in _paths(frozen["params"])]
+  layers = sorted("/".join(str(getattr(k, "key", k)) for k in path[:-1])
+                  for path in removed_paths)
   removed = {k: v for k, v in _paths(params).items()
              if k not in _paths(frozen["params"])}
   dtype = next(leaf.dtype for path, leaf in
-               jax.tree_util.tree_flatten_with_path(aqt)[0]
+               jax.tree_util.tree_flatten_with_path(written)[0]
                if getattr(path[-1], "key", None) == "value")
   info = {
+      "backend": spec.backend,
       "bits": f"w{spec.weight_bits}a{spec.act_bits or 'f'}",
       "weight_bits": spec.weight_bits,
       "act_bits": spec.act_bits,
@@ -235,8 +265,8 @@ def convert(model: nn.Module, params: Any, batch_stats: Any = None, *,
       "serving_bytes": model_size_bytes(frozen),
       "serving_packed_bytes": model_size_bytes(frozen, packed=True),
       "quantized_float_bytes": model_size_bytes(removed),
-      "quantized_int_bytes": model_size_bytes(aqt),
-      "quantized_packed_bytes": model_size_bytes(aqt, packed=True),
+      "quantized_int_bytes": model_size_bytes(written),
+      "quantized_packed_bytes": model_size_bytes(written, packed=True),
   }
   return frozen, info
 

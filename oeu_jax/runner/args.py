@@ -205,7 +205,7 @@ def run_config_from_args(args) -> config_lib.RunConfig:
       unl = dataclasses.replace(unl, **{field: value})
   return config_lib.RunConfig(
       dataset=args.dataset, data_dir=args.data_dir, model=args.model,
-      bits=args.bits, quant_impl=args.quant_impl,
+      bits=args.bits, quant_backend=args.quant_backend,
       float_ends=not args.quantize_ends,
       scenario=args.scenario, forget_ratio=ratio, forget_class=fclass,
       methods=args.methods, seeds=args.seeds, train=train, unlearn=unl,

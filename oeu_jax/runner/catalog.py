@@ -17,24 +17,26 @@ from oeu_jax.data import SCENARIOS
 # The tables themselves, read from JAX-free homes (no copies to keep equal).
 MODELS = nn_names.MODELS
 BITS = nn_names.BITS
-QUANT_IMPLS = nn_names.IMPLS
+QUANT_BACKENDS = nn_names.BACKENDS
 METHODS = methods_names.METHODS  # The registry's order; "retrain" last.
 OPTIMIZERS = methods_names.OPTIMIZERS
 
 def add_model_arguments(parser) -> None:
-  """``--model``, ``--bits`` and ``--quant-impl`` on an argparse parser (the
+  """``--model``, ``--bits`` and ``--quant-backend`` on an argparse parser (the
   ``run`` and ``audit`` subcommands share them)."""
   parser.add_argument("--model", default=defaults.MODEL, choices=MODELS,
                       help=f"architecture (default: {defaults.MODEL})")
   parser.add_argument("--bits", default=defaults.BITS, choices=BITS,
                       help="weight/activation bits of quantization-aware "
                            f"training (default: {defaults.BITS})")
-  parser.add_argument("--quant-impl", default=defaults.QUANT_IMPL,
-                      choices=QUANT_IMPLS,
-                      help="how quantized layers train: aqt (AQT's integer "
-                           "dot, the default) or fake (AQT's quantizers, "
-                           "then native float convolutions: same outputs, "
-                           "float cost)")
+  parser.add_argument("--quant-backend", default=defaults.QUANT_BACKEND,
+                      choices=QUANT_BACKENDS,
+                      help="the quantization library: fake (the default: "
+                           "AQT's quantizers, then native float "
+                           "convolutions, served through AQT), aqt (AQT's "
+                           "integer dot on image patches, 1.9x slower on "
+                           "ResNet-18) or qwix (Qwix's quantized training "
+                           "and integer serving)")
 
 
 def defaults_text() -> str:

@@ -33,11 +33,10 @@ class RunConfig:
     data_dir: folder for ``mnist_idx`` or a prepared TFDS data dir.
     model: a name from :data:`oeu_jax.nn.models.MODELS`.
     bits: a preset from :data:`oeu_jax.nn.quantization.BITS`.
-    quant_impl: how quantized layers train, from
-      :data:`oeu_jax.nn.quantization.IMPLS`: ``"aqt"`` (the default; the
-      tables of RESULTS.md) or ``"fake"`` (native float convolutions on
-      AQT's quantized values, same outputs at float cost; ``QuantSpec.impl``).
-      Serving and export always use AQT's integer path.
+    quant_backend: the quantization backend, from
+      :data:`oeu_jax.nn.quantization.BACKENDS` (``QuantSpec.backend``;
+      default ``defaults.QUANT_BACKEND``, ``"fake"``). The protocol
+      tables of RESULTS.md were made with ``"aqt"``.
     float_ends: keep the first conv and the classifier in float (Q-MUL).
     model_kwargs: extra model attributes (e.g. ``(("width", 0.25),)``).
     scenario: ``"random"``, ``"class"`` or ``"mislabel"`` (a random
@@ -84,7 +83,7 @@ class RunConfig:
   data_dir: Optional[str] = None
   model: str = defaults.MODEL
   bits: str = defaults.BITS
-  quant_impl: str = defaults.QUANT_IMPL
+  quant_backend: str = defaults.QUANT_BACKEND
   float_ends: bool = True
   model_kwargs: tuple = ()
   scenario: str = defaults.SCENARIO
@@ -163,9 +162,9 @@ def cpu_budget(dataset: str) -> Budget:
 
 def quant_spec(config: RunConfig) -> quantization.QuantSpec:
   """The model's :class:`~oeu_jax.nn.quantization.QuantSpec`: ``bits`` and
-  ``quant_impl``."""
+  ``quant_backend``."""
   return dataclasses.replace(quantization.preset(config.bits),
-                             impl=config.quant_impl)
+                             backend=config.quant_backend)
 
 
 def _check_name(kind: str, value: str, valid) -> None:
@@ -189,7 +188,7 @@ def resolve(config: RunConfig) -> RunConfig:
   _check_name("dataset", config.dataset, data_lib.DATASETS)
   _check_name("model", config.model, models.MODELS)
   _check_name("bits", config.bits, quantization.BITS)
-  _check_name("quant_impl", config.quant_impl, quantization.IMPLS)
+  _check_name("quant_backend", config.quant_backend, quantization.BACKENDS)
   _check_name("scenario", config.scenario, data_lib.SCENARIOS)
   for m in config.methods:
     _check_name("method", m, methods_lib.METHODS)

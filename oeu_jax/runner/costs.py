@@ -1,8 +1,10 @@
-"""What a run cost and how it stopped, and the demo's one-sentence reading.
+"""What a run cost, how it stopped, what serving changes, and the demo's
+one-sentence reading.
 
 Read from the records of :func:`oeu_jax.runner.pipeline.run`: ``rte_s``
 against Retrain's, ``cost_fraction`` (share of the Original's training
-cost), ``stop_rule`` / ``stop_step`` and the Retrain-free ``est_avg_gap``.
+cost), ``stop_rule`` / ``stop_step``, the Retrain-free ``est_avg_gap`` and
+the integer-served model's metrics (``served``, ``served_max_diff``).
 """
 
 from __future__ import annotations
@@ -44,7 +46,23 @@ def cost_lines(records: Sequence[Mapping[str, Any]]) -> str:
            if fracs else "")
         + f"; {how}; estimated gap {np.mean(est):.2f} (no Retrain needed)"
         if est else f"- {m}: wall time {ratio:.3f} x Retrain's; {how}")
-  return "\n".join(lines)
+  return "\n".join(lines + [served_line(records)] if any(
+      "served" in r for r in records) else lines)
+
+
+def served_line(records: Sequence[Mapping[str, Any]]) -> str:
+  """One line: does the integer-served model score what the trained one
+  scores (UA, RA, TA, MIA-efficacy)?"""
+  served = [r for r in records if "served" in r]
+  moved = [r for r in served if r["served_max_diff"] > 0]
+  if not moved:
+    return (f"- integer-served models (export path): UA/RA/TA/MIA equal to "
+            f"the trained models' in all {len(served)} records")
+  worst = max(moved, key=lambda r: r["served_max_diff"])
+  return (f"- integer-served models (export path): {len(moved)} of "
+          f"{len(served)} records differ from the trained model, at most "
+          f"{worst['served_max_diff']:.2f} points ({worst['method']}, seed "
+          f"{worst.get('seed')})")
 
 
 def demo_story(records: Sequence[Mapping[str, Any]], baseline: str) -> str:

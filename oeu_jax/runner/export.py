@@ -36,7 +36,6 @@ from oeu_jax.runner import layout as layout_lib
 
 EXPORT_JSON = "export.json"
 FORMAT = "oeu_jax.nn.serving/1"
-AQT_COLLECTION = serving.AQT_COLLECTION
 
 
 # --------------------------------------------------------------------------
@@ -132,8 +131,8 @@ def load_variables(ckpt_dir: str | os.PathLike, *,
   """The model variables of any checkpoint of this project, as nested dicts.
 
   The checkpoint's manifest gives the tree (``TrainState``, ``UnlearnState``
-  or an exported ``{"params", "batch_stats", "aqt"}`` dict), so no optimizer
-  or method state needs to be rebuilt; checksums are verified by
+  or an exported ``{"params", "batch_stats", <collection>}`` dict), so no
+  optimizer or method state needs to be rebuilt; checksums are verified by
   :func:`oeu_jax.engine.checkpointing.restore_checkpoint`.
 
   Args:
@@ -142,7 +141,8 @@ def load_variables(ckpt_dir: str | os.PathLike, *,
 
   Returns:
     ``{"params": ..., "batch_stats": ...}`` (``batch_stats`` is ``{}`` when
-    the model has none) plus ``"aqt"`` for an exported model.
+    the model has none) plus the backend's collection (``"aqt"``,
+    ``"qwix"``) for an exported model.
 
   Raises:
     FileNotFoundError: no complete checkpoint in ``ckpt_dir``.
@@ -161,8 +161,8 @@ def load_variables(ckpt_dir: str | os.PathLike, *,
     raise ValueError(f"The checkpoint {ckpt_dir / str(step)} holds no model"
                      " parameters ('params').")
   out = {"params": tree["params"], "batch_stats": tree.get("batch_stats", {})}
-  if AQT_COLLECTION in tree:
-    out[AQT_COLLECTION] = tree[AQT_COLLECTION]
+  out.update({k: v for k, v in tree.items()
+              if k in serving.frozen_collections()})
   return out
 
 
@@ -235,8 +235,8 @@ def export(path: str | os.PathLike, out_dir: str | os.PathLike, *,
   retrain-*, <method>-*}``, see :mod:`oeu_jax.runner.layout`) is restored,
   converted with :func:`oeu_jax.nn.serving.convert`, and written with
   :mod:`oeu_jax.engine.checkpointing` to ``out_dir`` at the same relative path
-  and step, as the tree ``{"params", "batch_stats", "aqt"}`` (read it back with
-  :func:`load_exported`). The model is rebuilt from the run's
+  and step, as the tree ``{"params", "batch_stats", <collection>}`` (read it
+  back with :func:`load_exported`). The model is rebuilt from the run's
   ``model.json``. Float models (bits ``float``) have nothing to convert and
   are listed under ``skipped``. A second export into the same ``out_dir``
   replaces the first.
@@ -293,12 +293,9 @@ def export(path: str | os.PathLike, out_dir: str | os.PathLike, *,
   for ckpt, run_dir, spec in plans:
     step = checkpointing.latest_step(ckpt)
     variables = load_variables(ckpt, step=step)
-    if AQT_COLLECTION in variables:
+    if serving.frozen_collections() & set(variables):
       raise ValueError(f"{ckpt} is already an exported (serving) model.")
-    model = models.build_model(spec["model"], num_classes=spec["num_classes"],
-                               bits=spec["bits"],
-                               float_ends=spec["float_ends"],
-                               **spec["model_kwargs"])
+    model = layout_lib.model_of(spec)
     frozen, info = serving.convert(model, variables["params"],
                                    variables["batch_stats"],
                                    input_shape=spec["input_shape"])
@@ -308,7 +305,8 @@ def export(path: str | os.PathLike, out_dir: str | os.PathLike, *,
     checkpointing.save_checkpoint(out_dir / rel, step, tree, max_to_keep=1)
     entry = {"source": str(ckpt), "dest": str(rel), "step": step,
              "dataset": spec["dataset"], "model": spec["model"],
-             "bits": spec["bits"], "num_classes": spec["num_classes"],
+             "bits": spec["bits"], "quant_backend": spec["quant_backend"],
+             "num_classes": spec["num_classes"],
              "float_ends": spec["float_ends"],
              "model_kwargs": dict(spec["model_kwargs"]),
              "architecture_from": str(run_dir / layout_lib.MODEL_JSON)}
@@ -355,7 +353,7 @@ def _verify(model, variables, frozen, input_shape, ckpt) -> dict:
   same = bool(jnp.all(jnp.argmax(want, -1) == jnp.argmax(got, -1)))
   if not same or not np.allclose(want, got, rtol=1e-5, atol=1e-5):
     raise AssertionError(
-        f"Serving logits of {ckpt} differ from the fake-quantized ones (max"
+        f"Serving logits of {ckpt} differ from the quantized ones (max"
         f" |diff| {diff:.3g}).")
   return {"max_abs_diff": diff, "argmax_equal": same}
 
@@ -386,12 +384,10 @@ def load_exported(out_dir: str | os.PathLike) -> list[tuple[dict, nn.Module,
     raise FileNotFoundError(f"No {EXPORT_JSON} in {out_dir}.")
   loaded = []
   for entry in json.loads(record.read_text())["models"]:
-    kwargs = {k: tuple(v) if isinstance(v, list) else v
-              for k, v in entry["model_kwargs"].items()}
-    model = models.build_model(entry["model"],
-                               num_classes=entry["num_classes"],
-                               bits=entry["bits"],
-                               float_ends=entry["float_ends"], **kwargs)
+    model = layout_lib.model_of({
+        **entry, "quant_backend": entry.get("quant_backend", "aqt"),
+        "model_kwargs": {k: tuple(v) if isinstance(v, list) else v
+                         for k, v in entry["model_kwargs"].items()}})
     variables = load_variables(out_dir / entry["dest"], step=entry["step"])
     if not variables["batch_stats"]:
       del variables["batch_stats"]

@@ -38,6 +38,8 @@ from oeu_jax import data as data_lib
 from oeu_jax.algorithm import methods as methods_lib
 from oeu_jax.engine import stopping
 from oeu_jax.engine import unlearn as unlearn_lib
+from oeu_jax.nn import models
+from oeu_jax.nn import quantization
 from oeu_jax.runner import config as config_lib
 
 CHECKPOINTS = "checkpoints"
@@ -95,7 +97,7 @@ class Layout:
   Examples:
     >>> cfg = config_lib.resolve(config_lib.RunConfig())
     >>> Layout.of(cfg, "/w").run_dir.name
-    'digits-cnn-w4a8-7c1a6aa4ae'
+    'digits-cnn-w4a8-5b270538b7'
   """
   run_dir: Path
   cfg: config_lib.RunConfig
@@ -103,9 +105,10 @@ class Layout:
   @classmethod
   def of(cls, cfg: config_lib.RunConfig, workdir: str | Path) -> "Layout":
     """The layout of ``cfg`` (resolved: budgets filled) under ``workdir``."""
-    # A non-default quant_impl trains other (if nearly equal) models; the
-    # default adds nothing, so fingerprints made before it existed hold.
-    impl = () if cfg.quant_impl == "aqt" else (cfg.quant_impl,)
+    # A backend other than AQT trains other (if nearly equal) models; AQT,
+    # the backend of every run before the choice existed, adds nothing, so
+    # their fingerprints hold.
+    impl = () if cfg.quant_backend == "aqt" else (cfg.quant_backend,)
     tag = fingerprint(cfg.dataset, cfg.max_examples, cfg.model, cfg.bits,
                       cfg.float_ends, cfg.model_kwargs,
                       dataclasses.replace(cfg.train, checkpoint_every=0), *impl)
@@ -142,6 +145,7 @@ def model_record(cfg: config_lib.RunConfig,
                  dataset: data_lib.Dataset) -> dict:
   """The ``model.json`` of a run: enough to rebuild and feed its model."""
   return {"dataset": cfg.dataset, "model": cfg.model, "bits": cfg.bits,
+          "quant_backend": cfg.quant_backend,
           "num_classes": dataset.num_classes, "float_ends": cfg.float_ends,
           "model_kwargs": dict(cfg.model_kwargs),
           "input_shape": [int(d) for d in dataset.train_x.shape[1:]]}
@@ -172,6 +176,9 @@ def read_model_json(run_dir: str | Path) -> dict:
   try:
     return {"dataset": str(spec["dataset"]), "model": str(spec["model"]),
             "bits": str(spec["bits"]),
+            # Files written before the key existed: aqt or fake models,
+            # both served through AQT.
+            "quant_backend": str(spec.get("quant_backend", "aqt")),
             "num_classes": int(spec["num_classes"]),
             "float_ends": bool(spec["float_ends"]),
             "model_kwargs": {k: tuple(v) if isinstance(v, list) else v
@@ -179,6 +186,16 @@ def read_model_json(run_dir: str | Path) -> dict:
             "input_shape": tuple(int(d) for d in spec["input_shape"])}
   except (ValueError, KeyError, TypeError, AttributeError) as e:
     raise ValueError(f"{path} is not a valid model record: {e!r}") from e
+
+
+def model_of(spec: dict):
+  """The model a :func:`read_model_json` record describes, as trained:
+  architecture, bits and quantization backend."""
+  bits = dataclasses.replace(quantization.preset(spec["bits"]),
+                             backend=spec["quant_backend"])
+  return models.build_model(spec["model"], num_classes=spec["num_classes"],
+                            bits=bits, float_ends=spec["float_ends"],
+                            **spec["model_kwargs"])
 
 
 def find_run_dir(ckpt_dir: str | Path) -> Optional[Path]:

@@ -129,7 +129,7 @@ def config_id(cfg: config_lib.RunConfig) -> str:
 
   Examples:
     >>> config_id(config_lib.resolve(config_lib.RunConfig()))[:37]
-    'digits-cnn-w4a8-7c1a6aa4ae/random0.1/'
+    'digits-cnn-w4a8-5b270538b7/random0.1/'
   """
   run_dir = layout_lib.Layout.of(cfg, "/").run_dir
   tag = layout_lib.fingerprint(
@@ -143,7 +143,7 @@ def config_id(cfg: config_lib.RunConfig) -> str:
 
 def run_label(layout: layout_lib.Layout, seed: int, stage: str) -> str:
   """A checkpoint directory's identity: its path under ``checkpoints/``
-  (``digits-cnn-w4a8-7c1a6aa4ae/seed0/original``), whose names carry the
+  (``digits-cnn-w4a8-5b270538b7/seed0/original``), whose names carry the
   configuration's fingerprints."""
   return layout.checkpoint_dir(seed, stage).relative_to(
       layout.run_dir.parent).as_posix()
