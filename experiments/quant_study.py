@@ -42,6 +42,7 @@ import json
 import sys
 from pathlib import Path
 
+import jax
 import numpy as np
 
 from experiments import common
@@ -51,6 +52,7 @@ from oeu_jax import data as data_lib
 from oeu_jax.evaluation import significance
 from oeu_jax.nn import models
 from oeu_jax.nn import quantization
+from oeu_jax.nn import serving
 from oeu_jax.runner import config as config_lib
 from oeu_jax.runner import evaluate as evaluate_lib
 from oeu_jax.runner import export
@@ -110,6 +112,48 @@ def ptq_records(cfg: config_lib.RunConfig, records: list, workdir: Path,
   return out
 
 
+def integer_changes(cfg: config_lib.RunConfig, records: list, workdir: Path,
+                    dataset: data_lib.Dataset) -> list:
+  """How much of the Original's integer weights unlearning in float moved.
+
+  For each bits of ``QUANT`` and each unlearned float model of ``records``:
+  the share of the quantized layers' integer weights (the serving form,
+  :func:`oeu_jax.nn.serving.convert`) that differ from the float Original's
+  at the same bits. Where unlearning changes the weights by less than a
+  quantization step, PTQ rounds the change away and serves the Original
+  again: the mechanism behind forgetting undone by quantization in LLMs.
+  """
+  cfg = config_lib.resolve(cfg)
+  layout = layout_lib.Layout.of(cfg, workdir)
+  out = []
+  for q in QUANT:
+    model = models.build_model(
+        cfg.model, num_classes=dataset.num_classes,
+        bits=dataclasses.replace(quantization.preset(q), backend=BACKEND),
+        float_ends=cfg.float_ends, **dict(cfg.model_kwargs))
+
+    def integers(stage, seed):
+      v = export.load_variables(layout.checkpoint_dir(seed, stage))
+      frozen, _ = serving.convert(model, v["params"], v["batch_stats"],
+                                  input_shape=dataset.train_x.shape[1:])
+      return [np.asarray(x.astype(np.int8)) for x in jax.tree.leaves(
+          frozen[serving.collection(model)]) if x.dtype.kind == "i"
+              or "int" in str(x.dtype)]
+
+    for r in records:
+      if r["method"] in ("original", "retrain"):
+        continue
+      before, after = integers("original", r["seed"]), integers(
+          r["method"], r["seed"])
+      moved = sum(int(np.sum(a != b)) for a, b in zip(before, after))
+      total = sum(a.size for a in before)
+      out.append({k: r[k] for k in ("method", "seed", "config",
+                                    "forget_class")}
+                 | {"arm": "integers", "quant": q,
+                    "int_changed": moved / total})
+  return out
+
+
 def _done(kept, cid, arm, quant, method, seeds) -> list | None:
   recs = [r for r in kept if r.get("config") == cid and r["arm"] == arm
           and r["quant"] == quant and r["method"] in (method, "original",
@@ -133,6 +177,13 @@ def run_unit(entry, method, args, fc, dataset, train, workdir, kept):
     if _done(kept, cid, arm, q, method, args.seeds) is not None and (
         arm != "float" or _done(kept, cid, "ptq", QUANT[-1], method,
                                 args.seeds) is not None):
+      if arm == "float" and not any(
+          r["arm"] == "integers" and r.get("config") == cid
+          and r["method"] == method for r in kept):
+        float_recs = [r for r in kept if r.get("config") == cid
+                      and r["arm"] == "float" and r["seed"] in args.seeds
+                      and r["method"] in (method, "original")]
+        new += integer_changes(cfg, float_recs, workdir, dataset)
       continue
     recs = pipeline.run(cfg, workdir, resume=True, log=lambda *_: None)
     for r in recs:
@@ -140,6 +191,7 @@ def run_unit(entry, method, args, fc, dataset, train, workdir, kept):
     new += recs
     if arm == "float":
       new += ptq_records(cfg, recs, workdir, dataset)
+      new += integer_changes(cfg, recs, workdir, dataset)
   return new
 
 
@@ -180,6 +232,19 @@ def report(records: list, scenario: str) -> str:
         qat = _units(records, "qat", q, m, key)
         cells.append(f"{np.mean(list(qat.values())):.2f}" if qat else "-")
       lines.append("| " + " | ".join(cells) + " |")
+  moved = [r for r in records if r["arm"] == "integers"]
+  if moved:
+    lines += ["\n### Integer weights unlearning in float moved (share of the "
+              "quantized layers' integers that differ from the Original's)\n",
+              "| method | " + " | ".join(QUANT) + " |",
+              "|---|" + "---|" * len(QUANT)]
+    for m in METHODS:
+      row = [np.mean([r["int_changed"] for r in moved
+                      if r["method"] == m and r["quant"] == q] or [np.nan])
+             for q in QUANT]
+      if not np.all(np.isnan(row)):
+        lines.append(f"| {m} | " + " | ".join(f"{100 * v:.1f}%"
+                                               for v in row) + " |")
   return "\n".join(lines) + "\n"
 
 
