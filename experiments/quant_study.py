@@ -77,6 +77,14 @@ def _config(entry, method, bits, args, fc, split, train):
   return dataclasses.replace(cfg, quant_backend=BACKEND)
 
 
+def _quantized(cfg, bits: str, dataset):
+  """The run's architecture quantized at ``bits`` (fake backend)."""
+  return models.build_model(
+      cfg.model, num_classes=dataset.num_classes,
+      bits=dataclasses.replace(quantization.preset(bits), backend=BACKEND),
+      float_ends=cfg.float_ends, **dict(cfg.model_kwargs))
+
+
 def ptq_records(cfg: config_lib.RunConfig, records: list, workdir: Path,
                 dataset: data_lib.Dataset) -> list:
   """The float run's models post-training quantized at each of ``QUANT``.
@@ -91,10 +99,7 @@ def ptq_records(cfg: config_lib.RunConfig, records: list, workdir: Path,
   fc = cfg.forget_class if cfg.scenario == "class" else None
   out = []
   for q in QUANT:
-    model = models.build_model(
-        cfg.model, num_classes=dataset.num_classes,
-        bits=dataclasses.replace(quantization.preset(q), backend=BACKEND),
-        float_ends=cfg.float_ends, **dict(cfg.model_kwargs))
+    model = _quantized(cfg, q, dataset)
     for r in records:
       split = data_lib.make_split(
           dataset, cfg.scenario, seed=r["seed"], forget_class=fc,
@@ -127,10 +132,7 @@ def integer_changes(cfg: config_lib.RunConfig, records: list, workdir: Path,
   layout = layout_lib.Layout.of(cfg, workdir)
   out = []
   for q in QUANT:
-    model = models.build_model(
-        cfg.model, num_classes=dataset.num_classes,
-        bits=dataclasses.replace(quantization.preset(q), backend=BACKEND),
-        float_ends=cfg.float_ends, **dict(cfg.model_kwargs))
+    model = _quantized(cfg, q, dataset)
 
     def integers(stage, seed):
       v = export.load_variables(layout.checkpoint_dir(seed, stage))
