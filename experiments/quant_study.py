@@ -86,8 +86,8 @@ def _quantized(cfg, bits: str, dataset):
 
 
 def ptq_records(cfg: config_lib.RunConfig, records: list, workdir: Path,
-                dataset: data_lib.Dataset) -> list:
-  """The float run's models post-training quantized at each of ``QUANT``.
+                dataset: data_lib.Dataset, quant=QUANT) -> list:
+  """The float run's models post-training quantized at each of ``quant``.
 
   Every record (Original, Retrain, the method) of the float run ``cfg`` is
   re-evaluated with its float checkpoint's weights in a model of the same
@@ -98,7 +98,7 @@ def ptq_records(cfg: config_lib.RunConfig, records: list, workdir: Path,
   layout = layout_lib.Layout.of(cfg, workdir)
   fc = cfg.forget_class if cfg.scenario == "class" else None
   out = []
-  for q in QUANT:
+  for q in quant:
     model = _quantized(cfg, q, dataset)
     for r in records:
       split = data_lib.make_split(
@@ -118,10 +118,10 @@ def ptq_records(cfg: config_lib.RunConfig, records: list, workdir: Path,
 
 
 def integer_changes(cfg: config_lib.RunConfig, records: list, workdir: Path,
-                    dataset: data_lib.Dataset) -> list:
+                    dataset: data_lib.Dataset, quant=QUANT) -> list:
   """How much of the Original's integer weights unlearning in float moved.
 
-  For each bits of ``QUANT`` and each unlearned float model of ``records``:
+  For each bits of ``quant`` and each unlearned float model of ``records``:
   the share of the quantized layers' integer weights (the serving form,
   :func:`oeu_jax.nn.serving.convert`) that differ from the float Original's
   at the same bits. Where unlearning changes the weights by less than a
@@ -131,7 +131,7 @@ def integer_changes(cfg: config_lib.RunConfig, records: list, workdir: Path,
   cfg = config_lib.resolve(cfg)
   layout = layout_lib.Layout.of(cfg, workdir)
   out = []
-  for q in QUANT:
+  for q in quant:
     model = _quantized(cfg, q, dataset)
 
     def integers(stage, seed):
@@ -172,12 +172,12 @@ def run_unit(entry, method, args, fc, dataset, train, workdir, kept):
       dataset, args.scenario, seed=args.seeds[0], forget_class=fc,
       forget_ratio=None if fc is not None else entry["forget_ratio"])
   new = []
-  plan = [("float", "float")] + [("qat", q) for q in QUANT]
+  plan = [("float", "float")] + [("qat", q) for q in args.quant]
   for arm, q in plan:
     cfg = _config(entry, method, q, args, fc, split, train)
     cid = workdir_lib.config_id(config_lib.resolve(cfg))
     if _done(kept, cid, arm, q, method, args.seeds) is not None and (
-        arm != "float" or _done(kept, cid, "ptq", QUANT[-1], method,
+        arm != "float" or _done(kept, cid, "ptq", args.quant[-1], method,
                                 args.seeds) is not None):
       if arm == "float" and not any(
           r["arm"] == "integers" and r.get("config") == cid
@@ -185,15 +185,16 @@ def run_unit(entry, method, args, fc, dataset, train, workdir, kept):
         float_recs = [r for r in kept if r.get("config") == cid
                       and r["arm"] == "float" and r["seed"] in args.seeds
                       and r["method"] in (method, "original")]
-        new += integer_changes(cfg, float_recs, workdir, dataset)
+        new += integer_changes(cfg, float_recs, workdir, dataset,
+                               args.quant)
       continue
     recs = pipeline.run(cfg, workdir, resume=True, log=lambda *_: None)
     for r in recs:
       r.update(arm=arm, quant=q)
     new += recs
     if arm == "float":
-      new += ptq_records(cfg, recs, workdir, dataset)
-      new += integer_changes(cfg, recs, workdir, dataset)
+      new += ptq_records(cfg, recs, workdir, dataset, args.quant)
+      new += integer_changes(cfg, recs, workdir, dataset, args.quant)
   return new
 
 
@@ -203,7 +204,7 @@ def _units(records, arm, quant, method, key):
           if r["arm"] == arm and r["quant"] == quant and r["method"] == method}
 
 
-def report(records: list, scenario: str) -> str:
+def report(records: list, scenario: str, quant=QUANT) -> str:
   """Markdown: per method and bits, before/after PTQ and QAT, paired."""
   keys = ["ua", "mia_efficacy", "ta"] + (["forget_true_acc"]
                                          if scenario == "mislabel" else [])
@@ -213,14 +214,14 @@ def report(records: list, scenario: str) -> str:
   for key in keys:
     lines += [f"\n### {key}: float -> PTQ (paired over units), and QAT\n",
               "| method | float | " + " | ".join(
-                  f"PTQ {q} (diff, p) | QAT {q}" for q in QUANT) + " |",
-              "|---|---|" + "---|---|" * len(QUANT)]
+                  f"PTQ {q} (diff, p) | QAT {q}" for q in quant) + " |",
+              "|---|---|" + "---|---|" * len(quant)]
     for m in methods:
       before = _units(records, "float", "float", m, key)
       if not before:
         continue
       cells = [m, f"{np.mean(list(before.values())):.2f}"]
-      for q in QUANT:
+      for q in quant:
         after = _units(records, "ptq", q, m, key)
         units = sorted(set(before) & set(after))
         if units:
@@ -238,12 +239,12 @@ def report(records: list, scenario: str) -> str:
   if moved:
     lines += ["\n### Integer weights unlearning in float moved (share of the "
               "quantized layers' integers that differ from the Original's)\n",
-              "| method | " + " | ".join(QUANT) + " |",
-              "|---|" + "---|" * len(QUANT)]
+              "| method | " + " | ".join(quant) + " |",
+              "|---|" + "---|" * len(quant)]
     for m in METHODS:
       row = [np.mean([r["int_changed"] for r in moved
                       if r["method"] == m and r["quant"] == q] or [np.nan])
-             for q in QUANT]
+             for q in quant]
       if not np.all(np.isnan(row)):
         lines.append(f"| {m} | " + " | ".join(f"{100 * v:.1f}%"
                                                for v in row) + " |")
@@ -263,6 +264,8 @@ def main(argv=None) -> int:
   p.add_argument("--tuned", default=None,
                  help="tuning file (default: experiments/tuned.json, or "
                       "experiments/tuning/<dataset>-mislabel.json)")
+  p.add_argument("--quant", default=",".join(QUANT),
+                 help=f"bits to quantize to (default {','.join(QUANT)})")
   p.add_argument("--data-dir", default=None)
   p.add_argument("--workdir", default="runs/quant-study")
   p.add_argument("--records", default=None)
@@ -274,6 +277,10 @@ def main(argv=None) -> int:
   except ValueError as e:
     print(f"error: --seeds/--classes must be comma-separated integers: {e}",
           file=sys.stderr)
+    return 2
+  args.quant = tuple(args.quant.split(","))
+  if not args.quant or not set(args.quant) <= set(QUANT):
+    print(f"error: --quant: {args.quant} not in {QUANT}", file=sys.stderr)
     return 2
   methods = args.methods.split(",")
   bad = sorted(set(methods) - set(METHODS))
@@ -320,7 +327,7 @@ def main(argv=None) -> int:
     if key not in seen:
       seen.add(key)
       unique.append(r)
-  md = report(unique, args.scenario)
+  md = report(unique, args.scenario, args.quant)
   out = Path(args.records).with_suffix(".md") if args.records else (
       workdir / "quant_study.md")
   out.parent.mkdir(parents=True, exist_ok=True)
