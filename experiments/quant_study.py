@@ -22,6 +22,10 @@ reports, per method and bits, UA/MIA-efficacy (and, for mislabel, the accuracy
 on D_f's true labels) before and after PTQ with the paired difference over
 the units (seed x class) and its t-test, beside the QAT-unlearned model's.
 
+A scenario tuned on digits only (mislabel) runs on MNIST with
+``--picks-from digits``: the digits picks under the library's transfer
+rule, MNIST's own training recipe.
+
 Usage::
 
     python -m experiments.quant_study --dataset digits --scenario class
@@ -67,13 +71,17 @@ KEYS = ("ua", "ra", "ta", "mia_efficacy")
 
 
 def _config(entry, method, bits, args, fc, split, train):
+  # Picks transferred from another dataset: their epochs are recomputed
+  # under the compute cap for this dataset's set sizes (the transfer rule of
+  # oeu_jax.defaults.pick).
   cfg = table_lib.method_config(
       entry, method, dataset=args.dataset, scenario=args.scenario,
       forget_class=fc, forget_ratio=None if fc is not None
       else entry["forget_ratio"], seeds=args.seeds, data_dir=args.data_dir,
       model=entry["model"], bits=bits, train=train,
       max_examples=entry.get("max_examples"),
-      num_forget=len(split.forget_idx), num_retain=len(split.retain_idx))
+      num_forget=len(split.forget_idx), num_retain=len(split.retain_idx),
+      recap=args.picks_from is not None)
   return dataclasses.replace(cfg, quant_backend=BACKEND)
 
 
@@ -266,6 +274,11 @@ def main(argv=None) -> int:
                       "experiments/tuning/<dataset>-mislabel.json)")
   p.add_argument("--quant", default=",".join(QUANT),
                  help=f"bits to quantize to (default {','.join(QUANT)})")
+  p.add_argument("--picks-from", default=None, choices=("digits",),
+                 help="take the method picks of this dataset's tuning (the "
+                      "transfer rule of oeu_jax.defaults.pick: epochs "
+                      "recomputed under the cap) and this dataset's "
+                      "training recipe from tuned.json's class-wise entry")
   p.add_argument("--data-dir", default=None)
   p.add_argument("--workdir", default="runs/quant-study")
   p.add_argument("--records", default=None)
@@ -287,14 +300,19 @@ def main(argv=None) -> int:
   if bad:
     print(f"error: --methods: {bad} not in {METHODS}", file=sys.stderr)
     return 2
+  source = args.picks_from or args.dataset
   tuned = Path(args.tuned or (
       tune.TUNED_JSON if args.scenario == "class" else
       common.REPO_ROOT / "experiments" / "tuning"
-      / f"{args.dataset}-{args.scenario}.json"))
+      / f"{source}-{args.scenario}.json"))
   try:
-    entry = json.loads(tuned.read_text())[args.dataset][args.scenario]
+    entry = json.loads(tuned.read_text())[source][args.scenario]
+    if args.picks_from is not None:  # This dataset's training recipe.
+      own = json.loads(tune.TUNED_JSON.read_text())[args.dataset]["class"]
+      entry = entry | {k: own[k] for k in ("train", "max_examples", "model",
+                                           "bits")}
   except (OSError, KeyError) as e:
-    print(f"error: no tuning of {args.dataset} {args.scenario} in {tuned}:"
+    print(f"error: no tuning of {source} {args.scenario} in {tuned}:"
           f" {e!r}", file=sys.stderr)
     return 2
   if set(args.seeds) & set(entry["seeds"]):
