@@ -55,8 +55,8 @@ def fast_compile():
 # Files collected first, the slowest first: ``-n 2 --dist loadfile`` hands
 # whole files to the two workers in collection order, so the longest one
 # (the paper configs on mock data, ~4 minutes) must not start last.
-SLOW_FILES_FIRST = ("test_experiments.py", "test_pipeline.py",
-                    "test_seeds.py")
+SLOW_FILES_FIRST = ("test_experiments.py", "test_backends.py",
+                    "test_pipeline.py", "test_seeds.py")
 
 
 def pytest_collection_modifyitems(session, config, items):

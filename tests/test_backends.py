@@ -14,8 +14,9 @@ activations, first conv and classifier float):
   W4A8 (relative norm of the difference); whole models at these tiny widths
   up to 6% (W8A8) and 8.3% (W4A8, MobileNetV2); tolerance 10%, argmax
   agreeing on at least 3 of 4 examples.
-* gradients: every quantized conv's kernel gets a non-zero gradient, and so
-  does the input (AQT's own conv returns zeros: never train through it).
+* gradients: every quantized layer's kernel gets a non-zero gradient, and so
+  does the input (AQT's own conv returns zeros: never train through it), per
+  layer kind on every backend and through whole models.
 * serving: the converted integer model predicts what the trained model
   predicts (argmax identical, logits equal here).
 
@@ -121,6 +122,8 @@ def test_models_agree_and_serve(name, bits):
     y = jax.jit(lambda p, s, x, m=model: models.apply_model(
         m, p, s, x, train=False)[0])(params, stats, x)
     logits[backend] = y
+    if name != "cnn" and backend == "fake":
+      continue  # tests/test_fake_quant.py serves these through AQT.
     # Serving predicts what the trained model predicts.
     frozen, info = serving.convert(model, params, stats, input_shape=shape)
     assert info["backend"] == backend
@@ -137,11 +140,12 @@ def test_models_agree_and_serve(name, bits):
   assert agree >= 0.75
 
 
-# The CNN through every backend; the BatchNorm networks through Qwix, whose
-# grouped-convolution backward is this project's (the AQT and fake paths'
-# gradients are tests/test_fake_quant.py's and tests/test_models.py's).
-GRAD_CASES = [("cnn", b) for b in BACKENDS] + [("resnet18", "qwix"),
-                                               ("mobilenetv2", "qwix")]
+# The CNN through every backend; MobileNetV2 (BatchNorm, strided and
+# depthwise convs) through Qwix, whose grouped-convolution backward is this
+# project's. ResNet-18's layers are test_layer_gradients' (the AQT and fake
+# paths' model gradients are tests/test_fake_quant.py's and
+# tests/test_models.py's).
+GRAD_CASES = [("cnn", b) for b in BACKENDS] + [("mobilenetv2", "qwix")]
 
 
 @pytest.mark.parametrize("name,backend", GRAD_CASES)
@@ -160,6 +164,23 @@ def test_gradients_reach_every_conv_and_the_input(name, backend):
   dead = [k for k, v in kernels.items() if not jnp.any(v != 0)]
   assert not dead, dead
   assert jnp.any(g_x != 0)
+
+
+@pytest.mark.parametrize("bits", [(8, 8), (4, 8)])
+@pytest.mark.parametrize("layer", list(LAYERS))
+def test_layer_gradients_reach_kernel_and_input(layer, bits):
+  """Every backend's straight-through gradients, on each layer kind (W8A8:
+  Qwix's own backward passes; the others' are bits-independent)."""
+  make, shape = LAYERS[layer]
+  x = jax.random.normal(jax.random.key(1), shape)
+  for name in BACKENDS if bits == (4, 8) else ("qwix",):
+    module = make(QuantSpec(*bits, backend=name))
+    params = module.init(jax.random.key(0), x)
+    g_params, g_x = jax.jit(jax.grad(
+        lambda p, x, m=module: jnp.sum(m.apply(p, x) ** 2),
+        argnums=(0, 1)))(params, x)
+    assert jnp.any(g_params["params"]["kernel"] != 0), name
+    assert jnp.any(g_x != 0), name
 
 
 def test_qwix_conv_backward_is_qwixs_where_qwixs_works():
